@@ -75,6 +75,15 @@ class PrivateContainerd:
         """The runtime-v2 bundle directory of a task (shim cwd; holds address / bootstrap.json)."""
         return self.state / "io.containerd.runtime.v2.task" / self.namespace / container_id
 
+    def shim_endpoint(self, container_id: str) -> tuple[str, int]:
+        """(address, task API version) of a task's shim as containerd recorded it: ``bootstrap.json``
+        (2.x, written by containerd) or ``address`` (1.x, written by the shim, meaning version 2)."""
+        bundle = self.bundle(container_id)
+        if (bundle / "bootstrap.json").exists():
+            params = json.loads((bundle / "bootstrap.json").read_text())
+            return params["address"], int(params.get("version", 2))
+        return (bundle / "address").read_text(), 2
+
     @property
     def runc_root(self) -> Path:
         """Where the runc shim keeps runc's state for this namespace (hard-coded by upstream)."""
