@@ -1,0 +1,390 @@
+"""start / delete / -info / -v: socket logic with a stand-in daemon program, real entry point runs, imports.
+
+The stand-in daemon (FAKE_DAEMON) is spawned through the real ``spawn_daemon`` and reports what it inherited,
+so the fd 3 / stdio / session / oom rules are checked on a real process. The real daemon is exercised by the
+integration tests. Root is needed (sockets under a tmp dir are fine, but oom_score_adj, cgroups and mounts are
+not); without it these tests skip, except under CI=true where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from protos import introspection_pb2, runc_options_pb2, task_v2_pb2
+from shim import address as addr
+from shim import start, wire
+from shim.flags import ShimFlags
+from shim.mount import Mount, mount_all, mounts_under, unmount_all
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE_DAEMON = r"""
+import json, os, socket, stat, sys
+report = {"argv": sys.argv[1:], "cwd": os.getcwd(), "sid": os.getsid(0) == os.getpid(),
+          "stdio": [os.path.realpath(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)],
+          "fd3_is_socket": stat.S_ISSOCK(os.fstat(3).st_mode)}
+listener = socket.socket(fileno=3)
+report["listening"] = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+with open("daemon-report.json.tmp", "w") as f:
+    json.dump(report, f)
+os.rename("daemon-report.json.tmp", "daemon-report.json")
+while True:  # the liveness probe of a second start connects too
+    conn, _ = listener.accept()
+    try:
+        conn.sendall(b"hello from the daemon")
+    except OSError:
+        pass
+    conn.close()
+"""
+
+
+@pytest.fixture(autouse=True)
+def need_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("start/delete tests need root")
+        pytest.skip("start/delete tests need root")
+
+
+def run_shim(args: list[str], cwd: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "shim", *args], cwd=cwd, input=stdin, capture_output=True,
+                          env=env, timeout=30, check=False)
+
+
+def make_bundle(path: Path, annotations: dict[str, str] | None = None) -> Path:
+    path.mkdir(parents=True)
+    (path / "rootfs").mkdir()
+    (path / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "annotations": annotations or {}}))
+    return path
+
+
+def runc_options_any(**fields: object) -> bytes:
+    value = runc_options_pb2.Options(**fields).SerializeToString()
+    return wire.any_message("containerd.runc.v1.Options", value)
+
+
+# -- imports --------------------------------------------------------------------------------------------
+
+def test_critical_path_imports_only_the_standard_library() -> None:
+    code = ("import shim.main, shim.start, shim.delete, shim.info, shim.mount; import sys; "
+            "assert not any(m.startswith(('trio', 'google', 'protos')) for m in sys.modules), "
+            "sorted(m for m in sys.modules if m.startswith(('trio', 'google', 'protos')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+
+
+@pytest.mark.parametrize("args", [["-v"], ["-info"], ["-namespace", "ns", "-id", "c", "delete"]])
+def test_actions_load_no_third_party_module(tmp_path: Path, args: list[str]) -> None:
+    bundle = make_bundle(tmp_path / "b")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    traced = subprocess.run([sys.executable, "-X", "importtime", "-m", "shim", *args], cwd=bundle, env=env,
+                            capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+    assert traced.returncode == 0, traced.stderr
+    modules = [line.rsplit("|", 1)[-1].strip() for line in traced.stderr.decode().splitlines()
+               if line.startswith("import time:")]
+    assert "shim.main" in modules
+    assert not [m for m in modules if m.startswith(("trio", "google", "protos"))]
+
+
+# -- socket logic ---------------------------------------------------------------------------------------
+
+def test_bind_creates_a_private_listening_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "s" / "abc")
+    sock = start.bind_or_reuse(path)
+    assert sock is not None
+    try:
+        assert os.stat(tmp_path / "s").st_mode & 0o777 == 0o700
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        assert start.is_alive(path)
+        assert start.bind_or_reuse(path) is None  # live: reuse
+    finally:
+        sock.close()
+
+
+def test_stale_socket_is_replaced(tmp_path: Path) -> None:
+    path = str(tmp_path / "stale")
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(path)
+    dead.close()  # the file stays, nobody listens
+    assert not start.is_alive(path)
+    sock = start.bind_or_reuse(path)
+    assert sock is not None
+    sock.close()
+
+
+def test_full_backlog_counts_as_alive(tmp_path: Path) -> None:
+    path = str(tmp_path / "busy")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(0)
+    clients = []
+    try:
+        while True:
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)
+            clients.append(c)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                break
+        assert start.is_alive(path)
+        assert start.bind_or_reuse(path) is None
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+
+
+def test_concurrent_starts_settle_on_one_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "s" / "group")
+    results: list[socket.socket | None] = []
+    barrier = threading.Barrier(8)
+
+    def race() -> None:
+        barrier.wait()
+        results.append(start.bind_or_reuse(path))
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [s for s in results if s is not None]
+    assert len(results) == 8 and len(winners) == 1
+    winners[0].close()
+
+
+# -- start with a stand-in daemon -----------------------------------------------------------------------
+
+@pytest.fixture
+def socket_dir():
+    """A short directory for sockets (tmp_path is too long for sun_path once 64 hex digits are added)."""
+    parent = tempfile.mkdtemp(prefix="pys")
+    yield os.path.join(parent, "s")
+    shutil.rmtree(parent)
+
+
+@pytest.fixture
+def fake_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    script = tmp_path / "fake_daemon.py"
+    script.write_text(FAKE_DAEMON)
+    monkeypatch.setattr(start, "daemon_program", lambda: [sys.executable, str(script)])
+    spawned: list[int] = []
+    real_spawn = start.spawn_daemon
+
+    def recording_spawn(flags: ShimFlags, listen_sock: socket.socket) -> int:
+        spawned.append(real_spawn(flags, listen_sock))
+        return spawned[-1]
+
+    monkeypatch.setattr(start, "spawn_daemon", recording_spawn)
+    yield spawned
+    for pid in spawned:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def wait_for(path: Path) -> dict:
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+    return json.loads(path.read_text())
+
+
+def test_start_spawns_the_daemon_and_reuses_it_for_the_group(
+        tmp_path: Path, socket_dir: str, fake_daemon: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    group = {"io.kubernetes.cri.sandbox-id": "pod1"}
+    first = make_bundle(tmp_path / "pod1", group)
+    flags = ShimFlags(namespace="k8s.io", id="pod1", address="/run/ctrd.sock", debug=True, action="start")
+    monkeypatch.chdir(first)
+    address = start.start(flags, b"", socket_dir=socket_dir)
+    assert address == addr.socket_address("/run/ctrd.sock", "k8s.io", "pod1", socket_dir)
+    assert (first / "address").read_bytes() == address.encode()
+    report = wait_for(first / "daemon-report.json")
+    assert report == {"argv": ["-namespace", "k8s.io", "-id", "pod1", "-address", "/run/ctrd.sock", "-debug"],
+                      "cwd": str(first), "sid": True, "stdio": ["/dev/null"] * 3, "fd3_is_socket": True,
+                      "listening": True}
+    with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
+        expected = min(1000, int(f.read()) + 1)
+    with open(f"/proc/{fake_daemon[0]}/oom_score_adj") as f:
+        assert int(f.read()) == expected
+
+    second = make_bundle(tmp_path / "app1", group)
+    monkeypatch.chdir(second)
+    assert start.start(ShimFlags(namespace="k8s.io", id="app1", address="/run/ctrd.sock"), b"",
+                       socket_dir=socket_dir) == address
+    assert (second / "address").read_bytes() == address.encode()
+    assert len(fake_daemon) == 1  # no second daemon
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(addr.socket_path(address))
+        assert client.recv(100) == b"hello from the daemon"
+
+
+def test_start_moves_the_daemon_into_shim_cgroup(
+        tmp_path: Path, socket_dir: str, fake_daemon: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    mounts = dict((t, m) for m, t in start._cgroup_mounts())
+    hierarchy = "/sys/fs/cgroup" if mounts.get("cgroup2") == "/sys/fs/cgroup" else mounts.get("cgroup")
+    if hierarchy is None:
+        pytest.skip("no cgroup hierarchy mounted")
+    name = f"pyshim-test-{os.getpid()}"
+    os.mkdir(os.path.join(hierarchy, name))
+    try:
+        bundle = make_bundle(tmp_path / "c1")
+        monkeypatch.chdir(bundle)
+        start.start(ShimFlags(namespace="ns", id="c1", address="/a.sock"), runc_options_any(shim_cgroup=name),
+                    socket_dir=socket_dir)
+        with open(f"/proc/{fake_daemon[0]}/cgroup") as f:
+            assert f"/{name}\n" in f.read()
+    finally:
+        for pid in fake_daemon:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        fake_daemon.clear()
+        os.rmdir(os.path.join(hierarchy, name))
+
+
+def test_failure_after_spawn_kills_the_daemon_and_cleans_up(
+        tmp_path: Path, socket_dir: str, fake_daemon: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = make_bundle(tmp_path / "c1")
+    monkeypatch.chdir(bundle)
+    flags = ShimFlags(namespace="ns", id="c1", address="/a.sock")
+    with pytest.raises(start.StartError, match="no such cgroup"):
+        start.start(flags, runc_options_any(shim_cgroup="/does/not/exist"), socket_dir=socket_dir)
+    assert len(fake_daemon) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(fake_daemon[0], os.WNOHANG)  # killed and reaped
+    assert os.listdir(socket_dir) == []
+    assert not (bundle / "address").exists()
+
+
+def test_undecodable_options_fail_before_spawning(
+        tmp_path: Path, socket_dir: str, fake_daemon: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = make_bundle(tmp_path / "c1")
+    monkeypatch.chdir(bundle)
+    with pytest.raises(wire.WireError):
+        start.start(ShimFlags(namespace="ns", id="c1", address="/a.sock"), b"\x0a\x50",
+                    socket_dir=socket_dir)
+    assert fake_daemon == [] and os.listdir(socket_dir) == []
+
+
+def test_start_entry_point_errors_go_to_stderr(tmp_path: Path) -> None:
+    done = run_shim(["-namespace", "ns", "-id", "c1", "-address", str(tmp_path / "a.sock"), "start"], tmp_path)
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.startswith(b"io.containerd.pyshim.v1: start: ") and b"config.json" in done.stderr
+
+
+# -- delete ---------------------------------------------------------------------------------------------
+
+def decode_delete(stdout: bytes) -> task_v2_pb2.DeleteResponse:
+    response = task_v2_pb2.DeleteResponse.FromString(stdout)
+    assert response.exit_status == 137 and abs(response.exited_at.seconds - time.time()) < 60
+    return response
+
+
+def test_delete_unmounts_rootfs_and_reports_the_init_pid(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "c1")
+    (bundle / "init.pid").write_text("4242")
+    try:
+        mount_all([Mount("tmpfs", "tmpfs", options=("size=1m",))], str(bundle / "rootfs"))
+        (bundle / "rootfs" / "proc").mkdir()
+        mount_all([Mount("tmpfs", "tmpfs", options=("size=1m",))], str(bundle / "rootfs" / "proc"))
+        args = ["-namespace", "pyshim-test-none", "-id", "c1", "-address", "/a.sock", "-bundle", str(bundle),
+                "delete"]
+        done = run_shim(args, tmp_path)
+        assert (done.returncode, done.stderr) == (0, b"")
+        assert decode_delete(done.stdout).pid == 4242
+        assert mounts_under(str(bundle / "rootfs")) == []
+        (bundle / "init.pid").unlink()
+        again = run_shim(args, tmp_path)  # idempotent; no pid file -> pid 0
+        assert (again.returncode, again.stderr) == (0, b"")
+        assert decode_delete(again.stdout).pid == 0
+    finally:
+        unmount_all(str(bundle / "rootfs"))
+
+
+def fake_runtime(tmp_path: Path, status: int) -> Path:
+    script = tmp_path / "fake-runtime"
+    script.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/calls"\necho "boom" >&2\nexit {status}\n')
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_delete_calls_the_runtime_only_when_it_has_state(tmp_path: Path, status: int) -> None:
+    bundle = make_bundle(tmp_path / "c1")
+    binary, root = fake_runtime(tmp_path, status), tmp_path / "state"
+    (bundle / "pyshim.json").write_text(json.dumps({"runtime": {
+        "binary": str(binary), "root": str(root), "global_args": ["--systemd-cgroup"]}}))
+    args = ["-namespace", "ns", "-id", "c1", "-bundle", str(bundle), "delete"]
+    done = run_shim(args, tmp_path)
+    assert (done.returncode, done.stderr) == (0, b"") and not (tmp_path / "calls").exists()
+    (root / "c1").mkdir(parents=True)
+    done = run_shim(args, tmp_path)
+    assert done.returncode == 0
+    decode_delete(done.stdout)
+    assert (tmp_path / "calls").read_text() == f"--root {root} --systemd-cgroup delete --force c1\n"
+    assert (b"boom" in done.stderr) == bool(status)
+
+
+def test_delete_with_unusable_config_warns_and_uses_defaults(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "c1")
+    (bundle / "pyshim.json").write_text("{not json")
+    done = run_shim(["-namespace", "pyshim-test-none", "-id", "c1", "-bundle", str(bundle), "delete"], tmp_path)
+    assert done.returncode == 0 and b"assuming runc defaults" in done.stderr
+    decode_delete(done.stdout)
+
+
+# -- main -----------------------------------------------------------------------------------------------
+
+def test_version_and_namespace_rules(tmp_path: Path) -> None:
+    version = run_shim(["-v"], tmp_path)
+    assert version.returncode == 0 and b"Version:  0." in version.stdout and b"Python version" in version.stdout
+    missing = run_shim(["-id", "c1", "start"], tmp_path)
+    assert missing.returncode == 1 and b"shim namespace cannot be empty" in missing.stderr
+    unknown = run_shim(["-namespace", "ns", "-future", "value", "start"], tmp_path)
+    assert unknown.returncode == 1 and b"unknown action 'value'" in unknown.stderr
+    bad = run_shim(["-namespace"], tmp_path)
+    assert bad.returncode == 2 and b"flag needs an argument" in bad.stderr
+
+
+def test_daemon_without_a_listener_refuses(tmp_path: Path) -> None:
+    done = run_shim(["-namespace", "ns", "-id", "c1", "-address", "/a.sock"], tmp_path)
+    assert done.returncode == 1 and b"fd 3 is not a socket" in done.stderr
+
+
+def test_info_reports_runtime_features_and_echoes_options(tmp_path: Path) -> None:
+    features = {"ociVersionMin": "1.0.0", "linux": {"mountExtensions": {"idmap": {"enabled": True}}}}
+    runtime = tmp_path / "my-runtime"
+    runtime.write_text(f"#!/bin/sh\n[ \"$1\" = features ] && echo '{json.dumps(features)}'\n")
+    runtime.chmod(0o755)
+    options = runc_options_any(binary_name=str(runtime))
+    done = run_shim(["-info"], tmp_path, stdin=options)
+    assert done.returncode == 0, done.stderr
+    info = introspection_pb2.RuntimeInfo.FromString(done.stdout)
+    assert info.name == "io.containerd.pyshim.v1" and info.version.version
+    assert info.options.SerializeToString() == options
+    assert info.features.type_url == "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
+    assert json.loads(info.features.value) == features
+
+    runtime.write_text("#!/bin/sh\necho 'unknown command' >&2\nexit 1\n")
+    without = introspection_pb2.RuntimeInfo.FromString(run_shim(["-info"], tmp_path, stdin=options).stdout)
+    assert not without.HasField("features")
+    broken = run_shim(["-info"], tmp_path, stdin=b"\x0a\x50")
+    assert broken.returncode == 1 and broken.stdout == b"" and b"-info" in broken.stderr
