@@ -16,8 +16,9 @@ Rules (shim-v2.md §3.2, §4, §7):
 
 from __future__ import annotations
 
-import json
 import os
+
+from shim.lean import loads_json
 
 try:  # the builtin module avoids loading OpenSSL through hashlib (a few ms on every start)
     from _sha256 import sha256
@@ -95,7 +96,7 @@ def read_annotations(bundle: str) -> dict[str, object]:
     A missing or malformed config.json raises (OSError / ValueError): upstream's start fails then too.
     """
     with open(os.path.join(bundle, "config.json"), "rb") as f:
-        spec = json.load(f)
+        spec = loads_json(f.read())
     if not isinstance(spec, dict):
         raise ValueError("config.json: not a JSON object")
     annotations = spec.get("annotations") or {}

@@ -28,15 +28,15 @@ A pyshim.json that exists but cannot be parsed is a warning, and the defaults ar
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from shim import wire
 from shim.flags import ShimFlags
-from shim.mount import unmount_all
+from shim.lean import loads_json
+from shim.record import Record
+from shim.unmount import unmount_all
 
 CONFIG_FILE = "pyshim.json"
 DEFAULT_BINARY = "runc"
@@ -45,8 +45,7 @@ RUNTIME_TIMEOUT = 3.0
 SIGKILL_STATUS = 128 + 9
 
 
-@dataclass(frozen=True)
-class RuntimeConfig:
+class RuntimeConfig(Record):
     binary: str
     root: str
     global_args: tuple[str, ...] = ()
@@ -68,7 +67,7 @@ def read_runtime_config(bundle: str, namespace: str, container_id: str) -> Runti
     """
     try:
         with open(os.path.join(bundle, CONFIG_FILE), "rb") as f:
-            doc = json.load(f)
+            doc = loads_json(f.read())
     except FileNotFoundError:
         return default_config(namespace, container_id)
     runtime = doc.get("runtime") if isinstance(doc, dict) else None

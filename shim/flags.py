@@ -14,13 +14,15 @@ Rules (shim-v2.md §2.1, containerd ``pkg/shim/shim.go`` ``parseFlags``):
   running the wrong action.
 - A known string flag without its value, a malformed boolean value, or bad syntax (``---x``, ``-=x``) raises
   ``FlagError`` (Go: exit status 2). ``-h``/``-help`` raise ``HelpRequested`` (Go prints usage, exit 0).
-- Standard library only (critical path, see main.py).
+- Standard library only (critical path, see main.py); ShimFlags is a ``Record`` (record.py) rather than a
+  dataclass for the same reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+
+from shim.record import Record
 
 ACTIONS = ("start", "delete")
 
@@ -62,8 +64,9 @@ class HelpRequested(Exception):
     """``-h`` or ``-help`` was given."""
 
 
-@dataclass(frozen=True)
-class ShimFlags:
+class ShimFlags(Record):
+    """The parsed command line (a frozen value: a Record, not a dataclass, see record.py for why)."""
+
     namespace: str = ""
     id: str = ""
     address: str = ""

@@ -20,7 +20,6 @@ Rules (shim-v2.md §2.2, §2.3; containerd 2.1.9 ``core/runtime/v2/task_manager.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -132,6 +131,7 @@ def runtime_binary(options: bytes) -> str:
 
 def runtime_features(binary: str, timeout: float = FEATURES_TIMEOUT) -> bytes | None:
     """The JSON printed by ``<binary> features``, or None if the runtime cannot tell."""
+    import json
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}

@@ -1,7 +1,7 @@
-"""Mount and unmount container root filesystems with mount(2)/umount2(2) through ctypes.
+"""Mount container root filesystems with mount(2) through ctypes.
 
 Public API: ``Mount`` (a containerd.types.Mount as a frozen dataclass), ``mount_all(mounts, target)``,
-``unmount_all(target)``, ``parse_options(options)``, ``MountError``.
+``parse_options(options)``, and from unmount.py ``unmount_all(target)``, ``mounts_under``, ``MountError``.
 
 Rules (task-api.md §4.2, shim-v2.md §6, §9; behaviour learned from containerd ``mount/mount_linux.go``):
 - Options are fstab words. FLAG_WORDS become mount flags (a later word overrides an earlier one: ``ro`` then
@@ -22,11 +22,8 @@ Rules (task-api.md §4.2, shim-v2.md §6, §9; behaviour learned from containerd
   escaping it, like upstream's fs.RootPath). If any mount fails, the mounts it made are unmounted again, in
   reverse order, before the error propagates. A single mount that failed halfway (e.g. the read-only remount
   of a bind) is undone too.
-- ``unmount_all`` removes every mount at or under ``target``, deepest first, repeating until
-  /proc/self/mountinfo lists none (stacked mounts). EBUSY is retried briefly, then the mount is detached
-  lazily (MNT_DETACH), which always succeeds for a mount point. Missing target or nothing mounted: no-op, so
-  it is idempotent. ``/`` is refused.
-- Standard library only: ``delete`` (critical path) imports this module; ctypes loads on first use.
+- ``unmount_all`` (unmount.py) removes every mount at or under ``target``; see its rules.
+- Standard library only; ctypes loads on first use. The daemon's Create uses this module.
 """
 
 from __future__ import annotations
@@ -34,9 +31,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import time
 from dataclasses import dataclass, field
 from collections.abc import Sequence
+
+from shim.unmount import MountError, mount_error, mounts_under, syscalls, unmount_all, unmount_point
+
+__all__ = ["Mount", "MountError", "MountOptions", "mount_all", "mount_one", "mounts_under", "parse_options",
+           "unmount_all"]
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -56,7 +57,6 @@ MS_SLAVE = 0x80000
 MS_SHARED = 0x100000
 MS_RELATIME = 0x200000
 MS_STRICTATIME = 0x1000000
-MNT_DETACH = 0x2
 
 # word -> (clears the flag?, flag)
 FLAG_WORDS: dict[str, tuple[bool, int]] = {
@@ -76,13 +76,6 @@ PROPAGATION_WORDS: dict[str, int] = {
     "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
-_EBUSY_RETRIES = 5
-_EBUSY_DELAY = 0.02
-_MAX_PASSES = 64
-
-
-class MountError(OSError):
-    """mount(2)/umount2(2) failed, or the request is not supported; ``errno`` is set."""
 
 
 @dataclass(frozen=True)
@@ -123,49 +116,18 @@ def parse_options(options: Sequence[str]) -> MountOptions:
     return MountOptions(flags, propagation, ",".join(data), loop)
 
 
-# -- syscalls ------------------------------------------------------------------------------------------
+# -- mounting ------------------------------------------------------------------------------------------
 
-_libc = None
-
-
-def _syscalls():
-    global _libc
-    if _libc is None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-        libc.mount.restype = ctypes.c_int
-        libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-        libc.umount2.restype = ctypes.c_int
-        _libc = (libc, ctypes.get_errno)
-    return _libc
-
-
-def _b(value: str) -> bytes | None:
+def _b(value: str) -> bytes | None:  # "" is passed as NULL
     return os.fsencode(value) if value else None
 
 
 def _sys_mount(source: str, target: str, fstype: str, flags: int, data: str) -> int:
     """mount(2); returns 0 or the errno."""
-    libc, get_errno = _syscalls()
+    libc, get_errno = syscalls()
     if libc.mount(_b(source), os.fsencode(target), _b(fstype), flags, _b(data)) != 0:
         return get_errno()
     return 0
-
-
-def _sys_umount(target: str, flags: int) -> int:
-    libc, get_errno = _syscalls()
-    if libc.umount2(os.fsencode(target), flags) != 0:
-        return get_errno()
-    return 0
-
-
-# -- mounting ------------------------------------------------------------------------------------------
-
-def _error(err: int, what: str) -> MountError:
-    return MountError(err, f"{what}: {os.strerror(err)}")
-
 
 def _unsupported(m: Mount) -> str | None:
     if m.type.startswith(("fuse.", "fuse3.")):
@@ -229,21 +191,21 @@ def mount_one(m: Mount, target: str) -> None:
     if not opts.flags & MS_REMOUNT or opts.data:
         err = _mount_in(chdir, m.source, target, m.type, opts.flags, opts.data)
         if err:
-            raise _error(err, what)
+            raise mount_error(err, what)
         mounted = True
     try:
         if opts.propagation:
             err = _sys_mount("", target, "", opts.propagation, "")
             if err:
-                raise _error(err, f"{what}: set propagation")
+                raise mount_error(err, f"{what}: set propagation")
         if opts.flags & (MS_BIND | MS_RDONLY) == MS_BIND | MS_RDONLY:
             err = _sys_mount("", target, "", opts.flags | MS_REMOUNT, "")
             if err:
-                raise _error(err, f"{what}: read-only remount")
+                raise mount_error(err, f"{what}: read-only remount")
     except BaseException:
         if mounted:
             try:
-                _unmount_point(target)
+                unmount_point(target)
             except OSError:
                 pass  # report the mount error, not the cleanup's
         raise
@@ -291,78 +253,7 @@ def mount_all(mounts: Sequence[Mount], target: str) -> None:
     except BaseException:
         for point in reversed(done):
             try:
-                _unmount_point(point)
+                unmount_point(point)
             except OSError:
                 pass  # the original error matters more; unmount_all at delete retries
         raise
-
-
-# -- unmounting ----------------------------------------------------------------------------------------
-
-def _unescape(raw: bytes) -> str:
-    r"""Decode a mountinfo path field (octal escapes like \040 for space)."""
-    if b"\\" not in raw:
-        return os.fsdecode(raw)
-    out = bytearray()
-    i = 0
-    while i < len(raw):
-        code = raw[i + 1:i + 4]
-        if raw[i] == 0x5C and len(code) == 3 and code.isdigit():
-            out.append(int(code, 8) & 0xFF)
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return os.fsdecode(bytes(out))
-
-
-def mount_points() -> list[str]:
-    """Every mount point of this process's mount namespace, in mountinfo order."""
-    with open("/proc/self/mountinfo", "rb") as f:
-        lines = f.read().splitlines()
-    return [_unescape(line.split(b" ", 5)[4]) for line in lines if line]
-
-
-def mounts_under(target: str) -> list[str]:
-    """Mount points equal to ``target`` or below it (``target`` must be canonical)."""
-    prefix = target.rstrip("/") + "/"
-    return [p for p in mount_points() if p == target or p.startswith(prefix)]
-
-
-def _unmount_point(point: str) -> bool:
-    """Unmount the top mount at ``point``: retry EBUSY, then detach lazily. Return False if not mounted."""
-    for attempt in range(_EBUSY_RETRIES + 1):
-        err = _sys_umount(point, 0)
-        if err != errno.EBUSY:
-            break
-        if attempt < _EBUSY_RETRIES:
-            time.sleep(_EBUSY_DELAY)
-    else:
-        err = _sys_umount(point, MNT_DETACH)
-    if err in (errno.EINVAL, errno.ENOENT):
-        return False
-    if err:
-        raise _error(err, f"unmount {point!r}")
-    return True
-
-
-def unmount_all(target: str) -> None:
-    """Unmount everything at or under ``target``, deepest first, until nothing is left. Idempotent."""
-    if not target:
-        return
-    try:
-        canonical = os.path.realpath(target, strict=True)
-    except FileNotFoundError:
-        return
-    if canonical == "/":
-        raise ValueError("refusing to unmount everything under /")
-    for _ in range(_MAX_PASSES):
-        points = mounts_under(canonical)
-        if not points:
-            return
-        progress = False
-        for point in sorted(set(points), key=len, reverse=True):
-            progress = _unmount_point(point) or progress
-        if not progress:
-            break
-    raise MountError(errno.EBUSY, f"cannot unmount {sorted(set(points))} under {canonical!r}")

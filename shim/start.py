@@ -20,7 +20,7 @@ Rules (shim-v2.md §3, §4, §7, §10.1):
 - After the daemon was spawned, any failure kills it, and the socket file and ``./address`` are removed.
 - containerd 2.3+ bootstrap handshake: ``_bootstrap_mode`` is the one place that decides; until its wire
   format is settled it answers False and start speaks the plain protocol of containerd 1.6-2.1.
-- Standard library only (critical path).
+- Standard library only (critical path), and none of the modules that load enum/re (see lean.py).
 """
 
 from __future__ import annotations
@@ -28,29 +28,29 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import signal
-import socket
 import sys
 from collections.abc import Mapping
 
 from shim import address as addr
 from shim import wire
 from shim.flags import ShimFlags
+from shim.lean import SIGKILL, SIGPIPE, SIGXFSZ, unix_socket
 
 RUNC_OPTIONS = "containerd.runc.v1.Options"
 CONNECT_TIMEOUT = 0.1
 BACKLOG = 4096  # the kernel clamps it to net.core.somaxconn, like Go's listener
 OOM_SCORE_MIN, OOM_SCORE_MAX = -1000, 1000
+Socket = object  # annotation only: a socket.socket or the leaner _socket.socket (lean.py), same methods
 
 
-class StartError(Exception):
+class StartError(RuntimeError):
     """start failed; the message is what containerd shows."""
 
 
 # -- socket ---------------------------------------------------------------------------------------------
 
-def _listen(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _listen(path: str) -> Socket:
+    sock = unix_socket()
     try:
         sock.bind(path)
     except BaseException:
@@ -75,7 +75,7 @@ def _unlink(path: str) -> None:
 
 def is_alive(path: str, timeout: float = CONNECT_TIMEOUT) -> bool:
     """Is something listening on the unix socket ``path``? A full backlog (EAGAIN) counts as alive."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe = unix_socket()
     probe.settimeout(timeout)
     try:
         probe.connect(path)
@@ -88,7 +88,7 @@ def is_alive(path: str, timeout: float = CONNECT_TIMEOUT) -> bool:
     return True
 
 
-def bind_or_reuse(path: str) -> socket.socket | None:
+def bind_or_reuse(path: str) -> Socket | None:
     """A new listening socket at ``path``, or None if a live shim already listens there."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -138,7 +138,7 @@ def daemon_environ(program: list[str], environ: Mapping[str, str]) -> dict[str, 
     return env
 
 
-def spawn_daemon(flags: ShimFlags, listen_sock: socket.socket) -> int:
+def spawn_daemon(flags: ShimFlags, listen_sock: Socket) -> int:
     """Start the daemon with ``listen_sock`` as its fd 3; return its pid. cwd = the current directory."""
     program = daemon_program()
     fd = listen_sock.fileno()
@@ -153,7 +153,7 @@ def spawn_daemon(flags: ShimFlags, listen_sock: socket.socket) -> int:
                 (os.POSIX_SPAWN_DUP2, source, 3),
             ],
             setsid=True,
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores these; do not pass that on
+            setsigdef=(SIGPIPE, SIGXFSZ),  # Python ignores these; do not pass that on
         )
     finally:
         if source != fd:
@@ -181,13 +181,15 @@ def adjust_oom_score(pid: int) -> None:
 
 def _cgroup_mounts() -> list[tuple[str, str]]:
     """(mount point, fstype) of every cgroup/cgroup2 filesystem, from /proc/self/mountinfo."""
+    from shim.unmount import unescape
+
     found = []
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f.read().splitlines():
             left, _, right = line.partition(b" - ")
             fstype = right.split(b" ", 1)[0]
             if fstype in (b"cgroup", b"cgroup2"):
-                found.append((os.fsdecode(left.split(b" ")[4]), fstype.decode()))
+                found.append((unescape(left.split(b" ")[4]), fstype.decode()))
     return found
 
 
@@ -254,7 +256,7 @@ def start(flags: ShimFlags, stdin_bytes: bytes, socket_dir: str = addr.SOCKET_DI
         adjust_oom_score(pid)
     except BaseException:
         if pid:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, SIGKILL)
             os.waitpid(pid, 0)
         _unlink(path)
         _unlink(os.path.join(bundle, "address"))

@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from shim import address as addr
+from shim.lean import loads_json
 
 # Computed with Go 1.26 (path/filepath.Join, crypto/sha256), the algorithm of containerd's SocketAddress.
 GO_VECTORS = [
@@ -95,3 +97,28 @@ def test_address_file_is_exact_and_atomic(tmp_path: Path) -> None:
     assert addr.read_address(str(tmp_path)) == address
     addr.write_address(str(tmp_path), "unix:///x")
     assert (tmp_path / "address").read_bytes() == b"unix:///x"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+
+
+@given(json_values, st.sampled_from(["", " ", "\n\t "]))
+def test_loads_json_matches_json(value: object, space: str) -> None:
+    text = space + json.dumps(value, indent=space and 1) + space
+    assert loads_json(text) == json.loads(text)
+    assert loads_json(text.encode()) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "  ", "{not json", '{"a": 1} x', "[1,", '"unterminated', "\ufeff{}", "nul"])
+def test_loads_json_rejects_what_json_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        loads_json(text)
+
+
+def test_loads_json_constants() -> None:
+    assert loads_json("[NaN, Infinity, -Infinity, 1e400]")[1:] == [float("inf"), float("-inf"), float("inf")]

@@ -1,12 +1,11 @@
-"""Go-style flag parsing (shim/flags.py): spellings, stop rules, unknown flags, errors."""
+"""Go-style flag parsing (shim/flags.py): spellings, stop rules, unknown flags, errors; the Record type."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 
 from shim.flags import FlagError, HelpRequested, ShimFlags, parse
+from shim.record import Record
 
 CONTAINERD_16_START = [
     "-namespace", "default", "-address", "/run/containerd/containerd.sock",
@@ -113,6 +112,30 @@ def test_help(argv: list[str]) -> None:
         parse(argv)
 
 
-def test_flags_are_frozen() -> None:
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        parse(["-id", "a"]).id = "b"  # type: ignore[misc]
+def test_flags_are_a_frozen_value() -> None:
+    flags = parse(["-id", "a"])
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError is an AttributeError too
+        flags.id = "b"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del flags.id
+    assert flags.replace(id="b") == ShimFlags(id="b") and flags.id == "a"
+    assert hash(flags) == hash(ShimFlags(id="a")) and flags != ShimFlags(id="b")
+    assert repr(ShimFlags()).startswith("ShimFlags(namespace='', id='',")
+
+
+class Point(Record):
+    x: int
+    y: int = 0
+    tags: tuple[str, ...] = ()
+
+
+def test_record_construction_rules() -> None:
+    assert Point(1) == Point(x=1, y=0) == Point(1, 0, ())
+    assert Point(1, y=2).y == 2
+    assert Point(1) != (1, 0, ())
+    assert Point._fields == ("x", "y", "tags")
+    assert not hasattr(Point, "y")  # defaults live in _defaults, never shadow an instance
+    for args, kwargs, message in [((), {}, "missing required argument 'x'"), ((1, 2, 3, 4), {}, "positional"),
+                                  ((1,), {"x": 2}, "multiple values"), ((1,), {"z": 2}, "unexpected keyword")]:
+        with pytest.raises(TypeError, match=message):
+            Point(*args, **kwargs)

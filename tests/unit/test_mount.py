@@ -1,4 +1,4 @@
-"""shim/mount.py: option parsing tables, and real mounts (root) of tmpfs, bind and overlay in tmp dirs.
+"""shim/mount.py and shim/unmount.py: option parsing tables, and real mounts (root) of tmpfs, bind and overlay in tmp dirs.
 
 Rules: every mounting test runs under the ``scratch`` fixture, which unmounts everything below its directory
 afterwards (with umount(8) as an independent check). Without root the mounting tests skip with the reason,
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from shim import mount as m
-from shim.mount import Mount, MountError, mount_all, unmount_all
+from shim.mount import Mount, MountError, mount_all, mounts_under, unmount_all
+from shim.unmount import unescape
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def scratch(tmp_path: Path):
         pytest.skip("mount tests need root")
     yield tmp_path
     unmount_all(str(tmp_path))
-    leftovers = m.mounts_under(os.path.realpath(tmp_path))
+    leftovers = mounts_under(os.path.realpath(tmp_path))
     for point in sorted(leftovers, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], check=False)
     assert not leftovers
@@ -39,7 +40,7 @@ def options_of(point: str) -> tuple[set[str], str, set[str]]:
         for line in f.read().decode().splitlines():
             left, _, right = line.partition(" - ")
             fields = left.split()
-            if m._unescape(fields[4].encode()) == point:
+            if unescape(fields[4].encode()) == point:
                 found = (set(fields[5].split(",")), right.split()[0], set(fields[6:]))
     assert found is not None, f"{point} is not mounted"
     return found
@@ -82,8 +83,8 @@ def test_compact_lowerdirs() -> None:
 
 
 def test_unescape_mountinfo() -> None:
-    assert m._unescape(rb"/tmp/a\040b\011c\134d") == "/tmp/a b\tc\\d"
-    assert m._unescape(rb"/tmp/\04") == "/tmp/\\04"
+    assert unescape(rb"/tmp/a\040b\011c\134d") == "/tmp/a b\tc\\d"
+    assert unescape(rb"/tmp/\04") == "/tmp/\\04"
 
 
 def test_root_path_never_escapes(tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_tmpfs_with_flags_and_data(scratch: Path) -> None:
     assert fstype == "tmpfs" and {"nosuid", "nodev", "rw"} <= opts
     assert oct(target.stat().st_mode & 0o777) == "0o750"
     unmount_all(str(target))
-    assert m.mounts_under(str(target)) == []
+    assert mounts_under(str(target)) == []
     unmount_all(str(target))  # idempotent
 
 
@@ -159,7 +160,7 @@ def test_bind_remount_ro_without_data_skips_the_first_call(scratch: Path) -> Non
     mount_all([Mount("", "", options=("remount", "bind", "ro"))], str(target))
     assert "ro" in options_of(str(target))[0]
     unmount_all(str(target))
-    assert m.mounts_under(str(target)) == []  # the remount stacked nothing
+    assert mounts_under(str(target)) == []  # the remount stacked nothing
 
 
 def test_propagation(scratch: Path) -> None:
@@ -221,7 +222,7 @@ def test_failed_mount_all_unmounts_what_it_mounted(scratch: Path) -> None:
     with pytest.raises(MountError) as info:
         mount_all(mounts, str(target))
     assert info.value.errno == errno.ENODEV
-    assert m.mounts_under(str(target)) == []
+    assert mounts_under(str(target)) == []
 
 
 def test_failed_read_only_remount_undoes_the_bind(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,7 +237,7 @@ def test_failed_read_only_remount_undoes_the_bind(scratch: Path, monkeypatch: py
     monkeypatch.setattr(m, "_sys_mount", failing_remount)
     with pytest.raises(MountError, match="read-only remount"):
         mount_all([Mount("bind", str(source), options=("bind", "ro"))], str(target))
-    assert m.mounts_under(str(target)) == []
+    assert mounts_under(str(target)) == []
 
 
 def test_unmount_all_nested_stacked_and_spaces(scratch: Path) -> None:
@@ -249,9 +250,9 @@ def test_unmount_all_nested_stacked_and_spaces(scratch: Path) -> None:
     (target / "a b" / "deep").mkdir()
     mount_all([Mount("tmpfs", "tmpfs", options=("size=1m",))], str(target / "a b" / "deep"))
     mount_all([Mount("tmpfs", "tmpfs", options=("size=1m",))], str(target))  # hides everything below
-    assert len(m.mounts_under(str(target))) == 5
+    assert len(mounts_under(str(target))) == 5
     unmount_all(str(target))
-    assert m.mounts_under(str(target)) == []
+    assert mounts_under(str(target)) == []
 
 
 def test_unmount_all_busy_mount_is_detached(scratch: Path) -> None:
@@ -261,7 +262,7 @@ def test_unmount_all_busy_mount_is_detached(scratch: Path) -> None:
     busy = os.open(target / "held", os.O_CREAT | os.O_WRONLY)
     try:
         unmount_all(str(target))
-        assert m.mounts_under(str(target)) == []
+        assert mounts_under(str(target)) == []
     finally:
         os.close(busy)
 

@@ -78,7 +78,7 @@ def runc_options_any(**fields: object) -> bytes:
 # -- imports --------------------------------------------------------------------------------------------
 
 def test_critical_path_imports_only_the_standard_library() -> None:
-    code = ("import shim.main, shim.start, shim.delete, shim.info, shim.mount; import sys; "
+    code = ("import shim.main, shim.start, shim.delete, shim.info, shim.mount, shim.unmount; import sys; "
             "assert not any(m.startswith(('trio', 'google', 'protos')) for m in sys.modules), "
             "sorted(m for m in sys.modules if m.startswith(('trio', 'google', 'protos')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=30, check=False)

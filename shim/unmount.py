@@ -1,0 +1,129 @@
+"""Unmount everything at or under a directory, with umount2(2) through ctypes; the mountinfo reader.
+
+Split from mount.py so that ``delete`` (critical path) loads neither dataclasses nor the mounting code.
+mount.py re-exports ``unmount_all``, ``mounts_under`` and ``MountError``.
+
+Rules (shim-v2.md §6, §9; upstream ``mount.UnmountRecursive``/``UnmountAll``):
+- ``unmount_all(target)`` removes every mount at or under ``target``, deepest path first, pass after pass
+  until /proc/self/mountinfo lists none (stacked mounts, and mounts hidden below a later mount, surface one
+  pass at a time). A pass that removes nothing ends with MountError (EBUSY) naming what is left.
+- One unmount: umount2(path, 0); EBUSY is retried briefly (5 x 20 ms; upstream waits up to 2.5 s, too long for
+  containerd's 5 s cleanup budget), then the mount is detached lazily (MNT_DETACH), which succeeds for any
+  mount point. EINVAL/ENOENT mean "not (or no longer) a mount point" and are not errors.
+- Missing target, or nothing mounted: no-op, so the call is idempotent. ``/`` is refused.
+- Standard library only; ctypes (and libc) load on first use.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+MNT_DETACH = 0x2
+_EBUSY_RETRIES = 5
+_EBUSY_DELAY = 0.02
+_MAX_PASSES = 64
+
+
+class MountError(OSError):
+    """mount(2)/umount2(2) failed, or the request is not supported; ``errno`` is set."""
+
+
+def mount_error(err: int, what: str) -> MountError:
+    return MountError(err, f"{what}: {os.strerror(err)}")
+
+
+_libc = None
+
+
+def syscalls():
+    """(libc with mount/umount2 prototypes, ctypes.get_errno), loaded once."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+        libc.mount.restype = ctypes.c_int
+        libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+        libc.umount2.restype = ctypes.c_int
+        _libc = (libc, ctypes.get_errno)
+    return _libc
+
+
+def _sys_umount(target: str, flags: int) -> int:
+    """umount2(2); returns 0 or the errno."""
+    libc, get_errno = syscalls()
+    if libc.umount2(os.fsencode(target), flags) != 0:
+        return get_errno()
+    return 0
+
+
+def unescape(raw: bytes) -> str:
+    r"""Decode a mountinfo path field (octal escapes like \040 for space)."""
+    if b"\\" not in raw:
+        return os.fsdecode(raw)
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        code = raw[i + 1:i + 4]
+        if raw[i] == 0x5C and len(code) == 3 and code.isdigit():
+            out.append(int(code, 8) & 0xFF)
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def mount_points() -> list[str]:
+    """Every mount point of this process's mount namespace, in mountinfo order."""
+    with open("/proc/self/mountinfo", "rb") as f:
+        lines = f.read().splitlines()
+    return [unescape(line.split(b" ", 5)[4]) for line in lines if line]
+
+
+def mounts_under(target: str) -> list[str]:
+    """Mount points equal to ``target`` or below it (``target`` must be canonical)."""
+    prefix = target.rstrip("/") + "/"
+    return [p for p in mount_points() if p == target or p.startswith(prefix)]
+
+
+def unmount_point(point: str) -> bool:
+    """Unmount the top mount at ``point``: retry EBUSY, then detach lazily. Return False if not mounted."""
+    for attempt in range(_EBUSY_RETRIES + 1):
+        err = _sys_umount(point, 0)
+        if err != errno.EBUSY:
+            break
+        if attempt < _EBUSY_RETRIES:
+            time.sleep(_EBUSY_DELAY)
+    else:
+        err = _sys_umount(point, MNT_DETACH)
+    if err in (errno.EINVAL, errno.ENOENT):
+        return False
+    if err:
+        raise mount_error(err, f"unmount {point!r}")
+    return True
+
+
+def unmount_all(target: str) -> None:
+    """Unmount everything at or under ``target``, deepest first, until nothing is left. Idempotent."""
+    if not target:
+        return
+    try:
+        canonical = os.path.realpath(target, strict=True)
+    except FileNotFoundError:
+        return
+    if canonical == "/":
+        raise ValueError("refusing to unmount everything under /")
+    for _ in range(_MAX_PASSES):
+        points = mounts_under(canonical)
+        if not points:
+            return
+        progress = False
+        for point in sorted(set(points), key=len, reverse=True):
+            progress = unmount_point(point) or progress
+        if not progress:
+            break
+    raise MountError(errno.EBUSY, f"cannot unmount {sorted(set(points))} under {canonical!r}")
