@@ -85,6 +85,16 @@ def test_critical_path_imports_only_the_standard_library() -> None:
     assert done.returncode == 0, done.stderr.decode()
 
 
+def test_start_and_delete_avoid_slow_stdlib_modules() -> None:
+    """The ~10 ms of enum/re/inspect imports stay off start and delete (record.py, lean.py)."""
+    code = ("import sys; before = set(sys.modules); import shim.main, shim.start, shim.delete, shim.info; "
+            "slow = {'enum', 're', 'dataclasses', 'inspect', 'typing', 'json', 'socket', 'signal', 'subprocess'}; "
+            "loaded = (set(sys.modules) - before) & slow; assert not loaded, sorted(loaded)")
+    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr.decode()
+
+
 @pytest.mark.parametrize("args", [["-v"], ["-info"], ["-namespace", "ns", "-id", "c", "delete"]])
 def test_actions_load_no_third_party_module(tmp_path: Path, args: list[str]) -> None:
     bundle = make_bundle(tmp_path / "b")
