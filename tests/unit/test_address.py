@@ -23,6 +23,9 @@ GO_VECTORS = [
     ("", "ns", "g", "702b368e59c6421248517c09ad3955e2a96f452829a282ebcaa5254e21b57094"),
     ("relative/sock", "", "g", "9618a418eb32278e90dc25b5d41f2e5f3af5e0f47d7b77dfa4dbcd704f9b50f1"),
 ]
+# Printed by containerd 1.6.20's own containerd-shim-runc-v2 `start` (-namespace k8s.io -address
+# /run/containerd/containerd.sock -id app1, config.json annotation io.kubernetes.cri.sandbox-id=pod-xyz).
+RUNC_SHIM_VECTOR = "unix:///run/containerd/s/f1765bfae4419879fa2d8701727821db01f1a1ecf27f3eb6bc9db42b7e30d1d7"
 # Go path.Clean outputs, same Go run.
 GO_CLEAN = [
     ("", "."), ("/", "/"), ("//a//b/", "/a/b"), ("a/../..", ".."), ("/../x", "/x"), ("./a/./b/..", "a"),
@@ -33,6 +36,12 @@ GO_CLEAN = [
 @pytest.mark.parametrize("address,namespace,group,digest", GO_VECTORS)
 def test_socket_address_matches_go(address: str, namespace: str, group: str, digest: str) -> None:
     assert addr.socket_address(address, namespace, group) == f"unix:///run/containerd/s/{digest}"
+
+
+def test_socket_address_matches_the_go_runc_shim(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-id": "pod-xyz"}}))
+    group = addr.grouping_id(addr.read_annotations(str(tmp_path)), "app1")
+    assert addr.socket_address("/run/containerd/containerd.sock", "k8s.io", group) == RUNC_SHIM_VECTOR
 
 
 def test_socket_address_is_sha256_of_the_joined_string() -> None:
