@@ -1,0 +1,21 @@
+"""Process stdio for the shim: pipes, FIFOs, files, binary loggers and consoles (task-api.md §9).
+
+The task service uses only what is exported here: `StdioConfig` and `ProcessIO` (one per process), the
+`Spawner` protocol it implements for binary loggers, and the errors it maps to client-visible messages.
+"""
+from shim.io.config import StdioConfig
+from shim.io.console import ConsoleSocketError
+from shim.io.errors import LoggerStartError, StdioOpenError, UnsupportedStdioError
+from shim.io.logger import SpawnedChild, Spawner
+from shim.io.process_io import ProcessIO
+
+__all__ = [
+    "ConsoleSocketError",
+    "LoggerStartError",
+    "ProcessIO",
+    "SpawnedChild",
+    "Spawner",
+    "StdioConfig",
+    "StdioOpenError",
+    "UnsupportedStdioError",
+]

@@ -1,0 +1,310 @@
+"""ProcessIO: every fd and copy task of one process's stdio, from before the runtime call to delete.
+
+Lifecycle (task-api.md §9, oci-runtime-cli.md §5 and §7):
+1. `prepare` (before runtime create/exec): pipes for the requested streams (container ends fchown'ed to
+   io_uid/io_gid), or a started and ready binary logger, or a console socket. `runtime_stdio` are the fds to
+   give the runtime as 0/1/2 (None = /dev/null, or captured output at the caller's choice in terminal mode).
+2. `start` (after the runtime command returned): closes the shim's copies of the container ends, receives the
+   pty master, opens the client's FIFOs reader first (our own O_RDONLY|O_NONBLOCK handle, then O_WRONLY, which
+   cannot block once a reader exists) and starts the copies in the caller's nursery under a scope we own.
+   Output FIFOs keep our read handle so the client may detach without the copy seeing EPIPE; a FIFO stdin gets
+   a keep-alive writer so a client reopening its writer does not end the container's stdin.
+3. `close_stdin` (CloseIO) drops the keep-alive; EOF then reaches the container once the client's writer is
+   gone too. In terminal mode stdin EOF hangs the tty up, as upstream does: the output copy drains what is
+   buffered and stops, then the master is closed.
+4. `drain` (after the process exit was reaped, before TaskExit is published) waits for the output copies to
+   finish, bounded; the last byte is in the client's FIFO, and the writer closed, when it returns True.
+5. `aclose` (delete): cancels the copies, closes every fd and the console socket, stops the logger.
+Ownership: the ProcessIO owns all fds (FdOwner); a copy task closes its own stream's fds when the stream ends
+(that is how the client sees EOF); `aclose` closes the rest.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+import trio
+
+from shim.io.config import Mode, Output, Plan, Sink, StdioConfig, plan
+from shim.io.console import ConsoleSocket, resize
+from shim.io.errors import StdioOpenError, UnsupportedStdioError
+from shim.io.fds import Fd, FdOwner, StopSignal, pump
+from shim.io.logger import BinaryLogger, Spawner
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0  # upstream bounds the console hand-over and FIFO opens after create by 30 s
+STOP_COPIES_TIMEOUT = 5.0
+
+
+class ProcessIO:
+    def __init__(self, cfg: StdioConfig, p: Plan, container_id: str, namespace: str) -> None:
+        self.config = cfg
+        self.plan = p
+        self._id = container_id
+        self._ns = namespace
+        self._fds = FdOwner()
+        self.runtime_stdio: tuple[int | None, int | None, int | None] = (None, None, None)
+        self.console_socket_path: str | None = None
+        self._console: ConsoleSocket | None = None
+        self._logger: BinaryLogger | None = None
+        self._container_ends: list[Fd] = []  # closed by start(): the runtime has handed them on
+        self._stdin_w: Fd | None = None  # shim's end of the container's stdin pipe
+        self._out_r: Fd | None = None  # shim's ends of the container's stdout/stderr pipes
+        self._err_r: Fd | None = None
+        self._tty_out: Fd | None = None  # terminal + binary: our end of the pipe to the logger's fd 3
+        self._master: Fd | None = None
+        self._keepalive: Fd | None = None
+        self._stdin_closed = False
+        self._stop = StopSignal()  # tty output: stop at the first "nothing readable" (exit or hang-up)
+        self._scope = trio.CancelScope()
+        self._pending_outputs = 0
+        self._outputs_done = trio.Event()
+        self._copies_done = trio.Event()
+        self._running = False  # _run entered: _copies_done will be set
+        self._state = "prepared"
+
+    # -- 1. before the runtime ------------------------------------------------------------------------------
+
+    @classmethod
+    async def prepare(cls, cfg: StdioConfig, *, container_id: str, namespace: str, io_uid: int = 0,
+                      io_gid: int = 0, spawner: Spawner | None = None) -> ProcessIO:
+        pio = cls(cfg, plan(cfg), container_id, namespace)
+        try:
+            await pio._prepare(io_uid, io_gid, spawner)
+        except BaseException:
+            await pio.aclose()
+            raise
+        return pio
+
+    async def _prepare(self, uid: int, gid: int, spawner: Spawner | None) -> None:
+        p = self.plan
+        if p.mode is Mode.NULL:
+            return
+        if p.mode is Mode.TERMINAL:
+            self._console = ConsoleSocket.create()
+            self.console_socket_path = self._console.path
+            if p.stdout.sink is Sink.BINARY:
+                out_r, self._tty_out = self._fds.pipe("tty output")
+                err_r, err_w = self._fds.pipe("unused stderr")
+                err_w.close()  # the tty merges both streams: the logger's fd 4 just sees EOF
+                await self._start_logger(spawner, out_r, err_r)
+                os.set_blocking(self._tty_out.fileno, False)
+            elif p.stdout.sink is Sink.FILE:
+                _create_file(p.stdout.path)
+            return
+        if p.mode is Mode.BINARY:
+            out_r, out_w = self._fds.pipe("stdout")
+            err_r, err_w = self._fds.pipe("stderr")
+            self._container_ends += [out_w, err_w]
+            _chown(uid, gid, out_w, err_w)
+            if self.config.stdin:
+                log.warning("container %s: binary logging has no stdin; ignoring %s", self._id, self.config.stdin)
+            await self._start_logger(spawner, out_r, err_r)
+            self.runtime_stdio = (None, out_w.fileno, err_w.fileno)
+            return
+        for out in (p.stdout, p.stderr):
+            if out.sink is Sink.FILE:
+                _create_file(out.path)
+        stdin = stdout = stderr = None
+        if p.stdin:
+            r, self._stdin_w = self._fds.pipe("stdin")
+            self._container_ends.append(r)
+            stdin = r
+        if p.stdout.sink is not Sink.NONE:
+            self._out_r, stdout = self._fds.pipe("stdout")
+            self._container_ends.append(stdout)
+        if p.stderr.sink is not Sink.NONE:
+            self._err_r, stderr = self._fds.pipe("stderr")
+            self._container_ends.append(stderr)
+        _chown(uid, gid, *self._container_ends)
+        for shim_end in (self._stdin_w, self._out_r, self._err_r):
+            if shim_end is not None:
+                os.set_blocking(shim_end.fileno, False)
+        self.runtime_stdio = tuple(f.fileno if f else None for f in (stdin, stdout, stderr))  # type: ignore[assignment]
+
+    async def _start_logger(self, spawner: Spawner | None, out_r: Fd, err_r: Fd) -> None:
+        if spawner is None:
+            raise UnsupportedStdioError("binary:// logging needs a spawner (none was given)")
+        self._logger = await BinaryLogger.start(
+            spawner, self.plan.logger_argv, container_id=self._id, namespace=self._ns,
+            stdout_r=out_r, stderr_r=err_r, fds=self._fds)
+        out_r.close()  # the logger has its own copies; the shim never reads them
+        err_r.close()
+
+    # -- 2. after the runtime -------------------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery, *, timeout: float = START_TIMEOUT) -> None:
+        """Hand-over after the runtime returned; on failure everything is closed (aclose) and the error raised."""
+        if self._state != "prepared":
+            raise RuntimeError(f"ProcessIO.start called when {self._state}")
+        self._state = "starting"
+        try:
+            while self._container_ends:
+                self._container_ends.pop().close()
+            outputs, inputs = await self._open_streams(timeout)
+            await nursery.start(self._run, outputs, inputs)
+        except BaseException:
+            await self.aclose()
+            raise
+        self._state = "running"
+
+    async def _open_streams(self, timeout: float) -> tuple[list[tuple], list[tuple]]:
+        """(output copies, input copies) as argument tuples for _output_copy and _stdin_copy."""
+        p = self.plan
+        shared: dict[str, Fd] = {}
+        outputs: list[tuple] = []
+        inputs: list[tuple] = []
+        if p.mode is Mode.TERMINAL:
+            assert self._console is not None
+            with trio.fail_after(timeout):
+                master = await self._console.receive_master()
+            self._master = self._fds.adopt(master, "pty master", pollable=True)
+            self._console.close()
+            self._console = None
+            outputs.append((self._master, *self._tty_destination(shared), "tty output"))
+            if p.stdin:
+                inputs.append((self._open_stdin(p.stdin), self._master, "tty input"))
+        elif p.mode is Mode.PIPES:
+            for src, out, label in ((self._out_r, p.stdout, "stdout"), (self._err_r, p.stderr, "stderr")):
+                if src is not None:
+                    outputs.append((src, *self._open_output(out, label, shared), label))
+            if self._stdin_w is not None:
+                inputs.append((self._open_stdin(p.stdin), self._stdin_w, "stdin"))
+        return outputs, inputs
+
+    def _tty_destination(self, shared: dict[str, Fd]) -> tuple[Fd | None, Fd | None]:
+        out = self.plan.stdout
+        if out.sink is Sink.BINARY:
+            return self._tty_out, None
+        if out.sink is Sink.NONE:
+            return None, None  # nobody wants the output; keep reading so the tty never fills up
+        return self._open_output(out, "stdout", shared)
+
+    def _open_output(self, out: Output, label: str, shared: dict[str, Fd]) -> tuple[Fd, Fd | None]:
+        """(writer, kept reader) for a stdout/stderr destination."""
+        try:
+            if out.sink is Sink.PATH and stat.S_ISFIFO(os.stat(out.path).st_mode):
+                keep = self._fds.open(out.path, os.O_RDONLY | os.O_NONBLOCK, f"{label} fifo (kept reader)")
+                return self._fds.open(out.path, os.O_WRONLY | os.O_NONBLOCK, f"{label} fifo"), keep
+            if out.path in shared:
+                return shared[out.path].share(), None
+            writer = self._fds.open(out.path, os.O_WRONLY | os.O_APPEND, f"{label} file")
+        except OSError as exc:
+            raise StdioOpenError.wrap(f"{label} destination", out.path, exc) from exc
+        shared[out.path] = writer
+        return writer, None
+
+    def _open_stdin(self, path: str) -> Fd:
+        try:
+            if not stat.S_ISFIFO(os.stat(path).st_mode):
+                return self._fds.open(path, os.O_RDONLY, "stdin file")
+            reader = self._fds.open(path, os.O_RDONLY | os.O_NONBLOCK, "stdin fifo")
+            if not self._stdin_closed:  # reader exists, so this open cannot block or fail with ENXIO
+                self._keepalive = self._fds.open(path, os.O_WRONLY | os.O_NONBLOCK, "stdin fifo (keep-alive)")
+        except OSError as exc:
+            raise StdioOpenError.wrap("stdin fifo", path, exc) from exc
+        return reader
+
+    async def _run(self, outputs: list[tuple], inputs: list[tuple], *,
+                   task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+        self._running = True
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    self._pending_outputs = len(outputs)
+                    if not outputs:
+                        self._outputs_done.set()
+                    for args in outputs:
+                        nursery.start_soon(self._output_copy, *args)
+                    for args in inputs:
+                        nursery.start_soon(self._stdin_copy, *args)
+                    task_status.started()
+        finally:
+            if self._master is not None:
+                self._master.close()  # both tty copies are done: hang up
+            self._outputs_done.set()
+            self._copies_done.set()
+
+    async def _output_copy(self, src: Fd, dst: Fd | None, keep: Fd | None, label: str) -> None:
+        tty = src is self._master
+        try:
+            await pump(src, dst, f"{self._id} {label}", stop=self._stop if tty else None)
+        except OSError as exc:
+            log.warning("container %s: %s copy ended: %s", self._id, label, exc)
+        finally:
+            if not tty:
+                src.close()
+            if dst is not None:
+                dst.release()  # the client sees EOF once the last writer is gone
+            if keep is not None:
+                keep.close()
+            self._pending_outputs -= 1
+            if self._pending_outputs == 0:
+                self._outputs_done.set()
+
+    async def _stdin_copy(self, src: Fd, dst: Fd, label: str) -> None:
+        try:
+            await pump(src, dst, f"{self._id} {label}", discard_after_write_error=False)
+        except OSError as exc:
+            log.warning("container %s: %s copy ended: %s", self._id, label, exc)
+        finally:
+            src.close()
+            if dst is self._master:
+                self._stop.set()  # upstream shuts the console down when stdin ends
+            else:
+                dst.close()  # the container reads EOF
+
+    # -- 3.-5. control --------------------------------------------------------------------------------------
+
+    async def close_stdin(self) -> None:
+        self._stdin_closed = True
+        if self._keepalive is not None:
+            self._keepalive.close()
+            self._keepalive = None
+
+    def resize(self, width: int, height: int) -> None:
+        if self._master is not None and not self._master.closed:
+            resize(self._master.fileno, width, height)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until the output copies hit EOF; call after the process exited.
+        True if they did; False leaves them running (a daemonised child may still hold the pipes)."""
+        if self._state != "running":
+            return True
+        self._stop.set()
+        with trio.move_on_after(timeout):
+            await self._outputs_done.wait()
+        return self._outputs_done.is_set()
+
+    async def aclose(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        with trio.CancelScope(shield=True):
+            self._scope.cancel()
+            if self._running:
+                with trio.move_on_after(STOP_COPIES_TIMEOUT):
+                    await self._copies_done.wait()
+            if self._console is not None:
+                self._console.close()
+            self._fds.close_all()
+            if self._logger is not None:
+                await self._logger.stop()
+
+
+def _chown(uid: int, gid: int, *fds: Fd) -> None:
+    if (uid, gid) == (os.geteuid(), os.getegid()):
+        return  # our pipes already belong to us; fchown would need privileges for nothing
+    for fd in fds:
+        os.fchown(fd.fileno, uid, gid)
+
+
+def _create_file(path: str) -> None:
+    """file:// destination: parents 0755, the file 0644, appended to (never truncated)."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        raise StdioOpenError.wrap("log file", path, exc) from exc

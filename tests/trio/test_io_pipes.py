@@ -1,0 +1,329 @@
+"""ProcessIO in pipe mode with real pipes and FIFOs (task-api.md §9.3-9.4, §9.7).
+
+The test plays both other parties: the runtime/container (it keeps dups of `runtime_stdio`, as the container
+process would, before `start` closes the shim's copies) and the client (it mkfifo's the paths and opens the
+other ends). Every test runs under fail_after and checks /proc/self/fd for leaks.
+"""
+from __future__ import annotations
+
+import os
+import select
+import stat
+
+import pytest
+import trio
+
+from shim.io import ProcessIO, StdioConfig, StdioOpenError, UnsupportedStdioError
+
+TIMEOUT = 20
+
+
+@pytest.fixture(autouse=True)
+def no_fd_leaks():
+    before = len(os.listdir("/proc/self/fd"))
+    yield
+    assert len(os.listdir("/proc/self/fd")) == before, "file descriptors leaked"
+
+
+def fifos(tmp_path, *names: str) -> list[str]:
+    paths = [str(tmp_path / n) for n in names]
+    for p in paths:
+        os.mkfifo(p)
+    return paths
+
+
+async def write_all(fd: int, data: bytes) -> None:
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view[:65536]):]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
+
+
+async def read_into(fd: int, sink: bytearray, eof: trio.Event | None = None) -> None:
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        if not data:
+            if eof is not None:
+                eof.set()
+            return
+        sink += data
+
+
+def read_rest_now(fd: int, timeout: float = 1.0) -> bytes:
+    """Everything still in `fd` up to EOF, reading synchronously so the event loop cannot move meanwhile:
+    passes only if the writer side had already written all and closed."""
+    out = bytearray()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        assert poller.poll(timeout * 1000), "no EOF: the shim had not finished writing"
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not data:
+            return bytes(out)
+        out += data
+
+
+class BlockingOpen:
+    """The client's open(2) of a FIFO end, blocking in a thread until the other end exists (as ctr does)."""
+
+    def __init__(self, nursery: trio.Nursery, path: str, flags: int) -> None:
+        self.fd: int | None = None
+        self._done = trio.Event()
+        nursery.start_soon(self._open, path, flags)
+
+    async def _open(self, path: str, flags: int) -> None:
+        self.fd = await trio.to_thread.run_sync(os.open, path, flags, abandon_on_cancel=True)
+        self._done.set()
+
+    async def result(self) -> int:
+        await self._done.wait()
+        assert self.fd is not None
+        return self.fd
+
+
+class Container:
+    """Dups of the runtime's stdio fds: what the container process keeps after the runtime exits."""
+
+    def __init__(self, pio: ProcessIO) -> None:
+        self.stdin, self.stdout, self.stderr = (None if fd is None else os.dup(fd) for fd in pio.runtime_stdio)
+
+    def close(self, *names: str) -> None:
+        for name in names or ("stdin", "stdout", "stderr"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+async def test_fifo_copies_10mb_and_drain_waits_for_the_last_byte(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        out_path, err_path = fifos(tmp_path, "stdout", "stderr")
+        pio = await ProcessIO.prepare(StdioConfig("", out_path, err_path), container_id="c1", namespace="ns")
+        assert pio.runtime_stdio[0] is None and None not in pio.runtime_stdio[1:]
+        box = Container(pio)
+        # the client opens its readers the way ctr does: a blocking open that completes once a writer exists
+        opening = [BlockingOpen(nursery, p, os.O_RDONLY) for p in (out_path, err_path)]
+        await trio.sleep(0.05)
+        await pio.start(nursery)
+        client_out, client_err = [await o.result() for o in opening]
+        payload = os.urandom(10 * 1024 * 1024)
+        got_out, got_err = bytearray(), bytearray()
+        async with trio.open_nursery() as inner:
+            readers = trio.CancelScope()
+
+            async def client() -> None:
+                with readers:
+                    async with trio.open_nursery() as n:
+                        n.start_soon(read_into, client_out, got_out)
+                        n.start_soon(read_into, client_err, got_err)
+
+            inner.start_soon(client)
+            await write_all(box.stdout, payload)
+            await write_all(box.stderr, b"to stderr\n")
+            box.close()  # the process exits
+            assert await pio.drain(10)
+            readers.cancel()
+        # the event loop is frozen from here on: what is left must already be in the FIFOs, then EOF
+        got_out += read_rest_now(client_out)
+        got_err += read_rest_now(client_err)
+        assert bytes(got_out) == payload
+        assert bytes(got_err) == b"to stderr\n"
+        await pio.aclose()
+        os.close(client_out)
+        os.close(client_err)
+
+
+async def test_drain_is_bounded_while_a_process_still_holds_stdout(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        (out_path,) = fifos(tmp_path, "stdout")
+        pio = await ProcessIO.prepare(StdioConfig("", out_path, ""), container_id="c1", namespace="ns")
+        assert pio.runtime_stdio[2] is None  # empty stderr: /dev/null, not an open of ""
+        box = Container(pio)
+        await pio.start(nursery)
+        client = os.open(out_path, os.O_RDONLY | os.O_NONBLOCK)
+        assert await pio.drain(0.2) is False  # a daemonised child keeps the pipe: no EOF yet
+        await write_all(box.stdout, b"late\n")
+        box.close()
+        assert await pio.drain(5) is True
+        assert read_rest_now(client) == b"late\n"
+        await pio.aclose()
+        os.close(client)
+
+
+async def test_stdin_keep_alive_and_close_stdin(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        (in_path,) = fifos(tmp_path, "stdin")
+        pio = await ProcessIO.prepare(StdioConfig(in_path, "", ""), container_id="c1", namespace="ns")
+        assert pio.runtime_stdio[1:] == (None, None)
+        box = Container(pio)
+        opening = BlockingOpen(nursery, in_path, os.O_WRONLY)  # ctr's writer waits for a reader
+        await trio.sleep(0.05)
+        await pio.start(nursery)
+        writer = await opening.result()
+        got = bytearray()
+        eof = trio.Event()
+        nursery.start_soon(read_into, box.stdin, got, eof)
+        os.write(writer, b"one\n")
+        os.close(writer)  # the client detaches (ctr task attach ends) ...
+        await trio.sleep(0.2)
+        assert bytes(got) == b"one\n" and not eof.is_set()  # ... and the container does not see EOF
+        writer = os.open(in_path, os.O_WRONLY | os.O_NONBLOCK)  # re-attach
+        os.write(writer, b"two\n")
+        await pio.close_stdin()  # CloseIO while the client still writes: EOF waits for the client
+        await trio.sleep(0.2)
+        assert bytes(got) == b"one\ntwo\n" and not eof.is_set()
+        os.close(writer)
+        await eof.wait()
+        assert bytes(got) == b"one\ntwo\n"
+        box.close()
+        await pio.aclose()
+
+
+async def test_close_stdin_before_start_means_no_keep_alive(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        (in_path,) = fifos(tmp_path, "stdin")
+        pio = await ProcessIO.prepare(StdioConfig(in_path, "", ""), container_id="c1", namespace="ns")
+        box = Container(pio)
+        await pio.close_stdin()
+        opening = BlockingOpen(nursery, in_path, os.O_WRONLY)
+        await trio.sleep(0.05)  # the client's open is pending: it counts as a writer already
+        await pio.start(nursery)
+        writer = await opening.result()
+        os.write(writer, b"only\n")
+        os.close(writer)
+        got, eof = bytearray(), trio.Event()
+        await read_into(box.stdin, got, eof)
+        assert bytes(got) == b"only\n" and eof.is_set()
+        box.close()
+        await pio.aclose()
+
+
+async def test_file_uri_appends_both_streams_through_one_writer(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        log = tmp_path / "deep" / "dir" / "c1.log"
+        uri = f"file://{log}"
+        pio = await ProcessIO.prepare(StdioConfig("", uri, uri), container_id="c1", namespace="ns")
+        assert log.exists() and stat.S_IMODE(log.stat().st_mode) == 0o644
+        assert stat.S_IMODE(log.parent.stat().st_mode) == 0o755
+        log.write_bytes(b"before\n")  # appended to, never truncated
+        box = Container(pio)
+        await pio.start(nursery)
+        opened = [p for p in os.listdir("/proc/self/fd") if _link(p) == str(log)]
+        assert len(opened) == 1  # stdout and stderr share one writer
+        await write_all(box.stdout, b"out\n")
+        box.close("stdout")
+        await trio.sleep(0.05)
+        await write_all(box.stderr, b"err\n")
+        box.close()
+        assert await pio.drain(5)
+        assert log.read_bytes() == b"before\nout\nerr\n"
+        assert not [p for p in os.listdir("/proc/self/fd") if _link(p) == str(log)]
+        await pio.aclose()
+
+
+async def test_plain_regular_file_path_is_appended(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        out = tmp_path / "out.txt"
+        out.write_bytes(b"x")
+        pio = await ProcessIO.prepare(StdioConfig("", str(out), ""), container_id="c1", namespace="ns")
+        box = Container(pio)
+        await pio.start(nursery)
+        await write_all(box.stdout, b"y" * 200_000)
+        box.close()
+        assert await pio.drain(5)
+        assert out.read_bytes() == b"x" + b"y" * 200_000
+        await pio.aclose()
+
+
+async def test_a_stalled_fifo_reader_does_not_block_another_process(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        slow_path, fast_path = fifos(tmp_path, "slow", "fast")
+        slow = await ProcessIO.prepare(StdioConfig("", slow_path, ""), container_id="slow", namespace="ns")
+        fast = await ProcessIO.prepare(StdioConfig("", fast_path, ""), container_id="fast", namespace="ns")
+        slow_box, fast_box = Container(slow), Container(fast)
+        await slow.start(nursery)
+        await fast.start(nursery)
+        stalled_client = os.open(slow_path, os.O_RDONLY | os.O_NONBLOCK)  # opens, never reads
+        fast_client = os.open(fast_path, os.O_RDONLY | os.O_NONBLOCK)
+        payload = os.urandom(2 * 1024 * 1024)
+        got = bytearray()
+        stuck = trio.CancelScope()
+
+        async def slow_container() -> None:
+            with stuck:
+                await write_all(slow_box.stdout, payload)
+            slow_box.close()
+
+        nursery.start_soon(slow_container)
+        nursery.start_soon(read_into, fast_client, got)
+        await write_all(fast_box.stdout, payload)
+        fast_box.close()
+        assert await fast.drain(5)
+        await trio.sleep(0.1)
+        assert bytes(got) == payload
+        assert await slow.drain(0.2) is False  # still stuck behind its reader: it only waits itself
+        assert not stuck.cancelled_caught
+        stuck.cancel()
+        await trio.sleep(0)
+        await slow.aclose()
+        await fast.aclose()
+        os.close(stalled_client)
+        os.close(fast_client)
+
+
+async def test_null_io(nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        pio = await ProcessIO.prepare(StdioConfig(), container_id="c1", namespace="ns")
+        assert pio.runtime_stdio == (None, None, None) and pio.console_socket_path is None
+        await pio.start(nursery)
+        assert await pio.drain(1)
+        await pio.close_stdin()
+        pio.resize(80, 24)  # no console: nothing to do
+        await pio.aclose()
+        await pio.aclose()
+
+
+async def test_container_ends_are_chowned_to_io_uid_gid(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        in_path, out_path = fifos(tmp_path, "in", "out")
+        pio = await ProcessIO.prepare(StdioConfig(in_path, out_path, ""), container_id="c1", namespace="ns",
+                                      io_uid=1234, io_gid=4321)
+        for fd in pio.runtime_stdio[:2]:
+            st = os.fstat(fd)
+            assert (st.st_uid, st.st_gid) == (1234, 4321)
+        await pio.aclose()
+
+
+async def test_unknown_scheme_is_refused_before_anything_is_opened(nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(UnsupportedStdioError, match="unknown STDIO scheme foo"):
+            await ProcessIO.prepare(StdioConfig("", "foo:///x", ""), container_id="c1", namespace="ns")
+
+
+async def test_missing_fifo_fails_start_and_closes_everything(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        (in_path,) = fifos(tmp_path, "in")
+        missing = str(tmp_path / "nope")
+        pio = await ProcessIO.prepare(StdioConfig(in_path, missing, ""), container_id="c1", namespace="ns")
+        with pytest.raises(StdioOpenError, match="stdout destination") as info:
+            await pio.start(nursery)
+        assert info.value.filename == missing and info.value.errno == 2
+        await pio.aclose()
+
+
+def _link(name: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{name}")
+    except OSError:
+        return ""
