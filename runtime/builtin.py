@@ -1,0 +1,74 @@
+"""The built-in OCI-CLI runtimes (runc, crun, runsc): data for OciCli, and their entry-point factories.
+
+Rules:
+- Each runtime is one OciConfig constant; the differences are data, verified against the binaries on Debian
+  bookworm (runc 1.1.5, crun 1.8.1, runsc 0.0~20221219) -- see runtime/README.md for what was checked and how.
+- Factories have the registry's signature `(config: Mapping, launcher: Launcher, namespace: str) -> OciCli` and are
+  registered as entry points of group `pyshim.runtimes`, like any third-party backend.
+- Binaries are names looked up in $PATH when a command runs (Debian: /usr/sbin/runc, /usr/bin/crun,
+  /usr/bin/runsc); option `binary_name` overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from runtime.base import Capability, Launcher
+from runtime.errors import DEFAULT_FINISHED_PATTERNS, DEFAULT_NOT_FOUND_PATTERNS
+from runtime.oci_cli import OciCli
+from runtime.oci_config import OciConfig, configure
+
+_ALL = frozenset(Capability)
+
+RUNC = OciConfig(
+    name="runc",
+    binary="runc",
+    root="/run/containerd/runc",
+    capabilities=_ALL,   # checkpoint/restore also need criu on $PATH (or criu_path)
+)
+
+CRUN = OciConfig(
+    name="crun",
+    binary="crun",
+    root="/run/containerd/crun",
+    # Debian's crun is built without CRIU: `crun checkpoint` -> "unknown command checkpoint" (no +CRIU in
+    # `crun --version`). Give option capabilities=[...] for a build that has it.
+    capabilities=_ALL - {Capability.CHECKPOINT, Capability.RESTORE},
+    # crun says "error opening file `<root>/<id>/status`: No such file or directory" (kill, state, pause, start,
+    # update, ps) or "cannot open directory '<root>/<id>': No such file or directory" (delete) for an unknown id.
+    not_found_patterns=DEFAULT_NOT_FOUND_PATTERNS + (
+        r"error opening file `[^`]*/status`: no such file or directory",
+        r"cannot open directory '[^']*': no such file or directory",
+    ),
+)
+
+RUNSC = OciConfig(
+    name="runsc",
+    binary="runsc",
+    root="/run/containerd/runsc",
+    # No `update` command; checkpoint/restore are "experimental" with other flags (no CRIU options) and
+    # `checkpoint --leave-running` did not return; create has no --no-pivot/--no-new-keyring.
+    capabilities=_ALL - {Capability.UPDATE, Capability.CHECKPOINT, Capability.RESTORE,
+                         Capability.NO_PIVOT, Capability.NO_NEW_KEYRING},
+    # runsc's default network mode "sandbox" needs a network namespace prepared by CNI (a path in the spec); with
+    # a plain bundle `start` fails "cannot run with network enabled in root network namespace". Containers started
+    # through containerd without CNI therefore need --network=none; set global_flags to change it.
+    global_flags=("--network=none",),
+    # after the sandbox exited, kill fails with "connecting to control server at PID <n>: connection refused"
+    finished_patterns=DEFAULT_FINISHED_PATTERNS + (r"connecting to control server at PID \d+: connection refused",),
+)
+
+BUILTIN = {c.name: c for c in (RUNC, CRUN, RUNSC)}
+
+
+def runc(config: Mapping[str, Any], launcher: Launcher, namespace: str) -> OciCli:
+    return OciCli(configure(RUNC, config, namespace), launcher)
+
+
+def crun(config: Mapping[str, Any], launcher: Launcher, namespace: str) -> OciCli:
+    return OciCli(configure(CRUN, config, namespace), launcher)
+
+
+def runsc(config: Mapping[str, Any], launcher: Launcher, namespace: str) -> OciCli:
+    return OciCli(configure(RUNSC, config, namespace), launcher)
