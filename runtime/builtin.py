@@ -55,8 +55,10 @@ RUNSC = OciConfig(
     # a plain bundle `start` fails "cannot run with network enabled in root network namespace". Containers started
     # through containerd without CNI therefore need --network=none; set global_flags to change it.
     global_flags=("--network=none",),
-    # after the sandbox exited, kill fails with "connecting to control server at PID <n>: connection refused"
-    finished_patterns=DEFAULT_FINISHED_PATTERNS + (r"connecting to control server at PID \d+: connection refused",),
+    # after the sandbox exited, kill fails with "sandbox is not running" once the sandbox process was reaped, or
+    # "connecting to control server at PID <n>: connection refused" while it is still a zombie
+    finished_patterns=DEFAULT_FINISHED_PATTERNS + (r"sandbox is not running",
+                                                   r"connecting to control server at PID \d+: connection refused"),
 )
 
 BUILTIN = {c.name: c for c in (RUNC, CRUN, RUNSC)}

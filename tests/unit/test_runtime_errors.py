@@ -84,6 +84,7 @@ def test_patterns_also_match_captured_output():
     (builtin.RUNSC, "kill", "loading container: file does not exist", ContainerNotFound),
     (builtin.RUNSC, "delete", 'loading container "c1": file does not exist', ContainerNotFound),
     (builtin.RUNSC, "kill", "connecting to control server at PID 9695: connection refused", ProcessFinished),
+    (builtin.RUNSC, "kill", "sandbox is not running", ProcessFinished),
     (builtin.RUNSC, "kill", 'cannot signal container "c1" in state created', RuntimeFailed),
     (builtin.RUNC, "kill", "connecting to control server at PID 9695: connection refused", RuntimeFailed),
     # runc 1.1.5
