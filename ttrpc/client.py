@@ -155,8 +155,11 @@ class Client:
             waiters.clear()
             for waiter in pending:
                 waiter.deliver(outcome.Error(ConnectionClosed()))
-            await trio.aclose_forcefully(self._stream)
-            self._reader_done.set()
+            try:
+                await trio.aclose_forcefully(self._stream)
+            finally:
+                # set even when an outer cancellation interrupts the close: aclose() waits for this, shielded
+                self._reader_done.set()
 
     async def aclose(self) -> None:
         """Close the connection; pending calls fail with ConnectionClosed.  Idempotent."""

@@ -1,0 +1,326 @@
+"""The one owner of waitpid(2) in the shim daemon, and the Launcher built on it.
+
+Rules:
+- Only `Reaper.run` calls waitpid, always as waitpid(-1, WNOHANG) in a loop after SIGCHLD. The shim is a
+  child subreaper, so container inits and execs (reparented to us when the runtime CLI exits) are reaped
+  here too.
+- Anyone who needs an exit status subscribes *before* the child can exit (before spawning it, or before
+  running the runtime command that creates it). A subscription receives every exit reaped while it is
+  open, in order; nothing is lost between spawn and wait.
+- Exit statuses follow the runc shim: the exit code, or 128 + the signal number.
+- `ReaperLauncher.run` is the only way the daemon runs a child program (runtime CLI, logger binary):
+  posix_spawn (no Python code runs in the child), subscribe-then-spawn, and TERM/5 s/KILL of the
+  child if the caller is cancelled. CPython's subprocess is never used: it would waitpid itself.
+"""
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import trio
+
+from runtime.base import RunResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Exit:
+    pid: int
+    status: int
+    timestamp: float  # time.time() when reaped
+
+
+def exit_status(wait_status: int) -> int:
+    """waitpid status -> exit status as containerd reports it (128+signal for a signal)."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    if os.WIFEXITED(wait_status):
+        return os.WEXITSTATUS(wait_status)
+    return 255
+
+
+class Subscription:
+    """Exits reaped while this subscription is open, in order. Use as a context manager."""
+
+    def __init__(self, reaper: Reaper) -> None:
+        self._reaper = reaper
+        self._exits: collections.deque[Exit] = collections.deque()
+        self._by_pid: dict[int, Exit] = {}
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def _deliver(self, ex: Exit) -> None:
+        self._exits.append(ex)
+        self._by_pid[ex.pid] = ex
+        self._lot.unpark_all()
+
+    def pop(self, pid: int) -> Exit | None:
+        """The exit of `pid` if it was already reaped (the early-exit race), without waiting."""
+        return self._by_pid.get(pid)
+
+    async def wait(self, pid: int) -> Exit:
+        while pid not in self._by_pid:
+            await self._lot.park()
+        return self._by_pid[pid]
+
+    async def next(self) -> Exit:
+        while not self._exits:
+            await self._lot.park()
+        ex = self._exits.popleft()
+        if self._by_pid.get(ex.pid) is ex:
+            del self._by_pid[ex.pid]
+        return ex
+
+    def close(self) -> None:
+        self._reaper._subs.discard(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Reaper:
+    """Collects every child exit of this process and hands it to the open subscriptions."""
+
+    def __init__(self) -> None:
+        self._subs: set[Subscription] = set()
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self)
+        self._subs.add(sub)
+        return sub
+
+    def reap(self) -> int:
+        """Collect every exited child now; returns how many. Called by `run` after each SIGCHLD."""
+        n = 0
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return n
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return n
+            n += 1
+            ex = Exit(pid, exit_status(status), time.time())
+            for sub in tuple(self._subs):
+                sub._deliver(ex)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGCHLD) as signals:
+            self.reap()  # children that exited before the handler was installed
+            task_status.started()
+            async for _ in signals:
+                self.reap()
+
+
+def _devnull() -> int:
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+
+class ReaperLauncher:
+    """runtime.base.Launcher on top of the reaper (see module rules)."""
+
+    KILL_GRACE = 5.0
+
+    def __init__(self, reaper: Reaper) -> None:
+        self._reaper = reaper
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: int | bytes | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> RunResult:
+        if cwd is not None and os.path.realpath(cwd) != os.getcwd():
+            # posix_spawn has no chdir action before Python 3.13 and a shell would cost a process;
+            # every runtime command takes absolute paths, so callers never need this.
+            raise ValueError("ReaperLauncher.run: a cwd other than the daemon's is not supported")
+        parent_fds: list[int] = []  # our ends: closed when the call ends
+        child_fds: list[int] = []  # the child's ends: closed right after spawn
+        try:
+            if isinstance(stdin, int):
+                child_in, feed_w = stdin, None
+            elif stdin is None:
+                child_in, feed_w = _devnull(), None
+                child_fds.append(child_in)
+            else:
+                child_in, feed_w = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(child_in)
+                parent_fds.append(feed_w)
+            capture_r = None
+            if stdout is None or stderr is None:
+                capture_r, capture_w = os.pipe2(os.O_CLOEXEC)
+                parent_fds.append(capture_r)
+                child_fds.append(capture_w)
+                stdout = capture_w if stdout is None else stdout
+                stderr = capture_w if stderr is None else stderr
+            actions = [
+                (os.POSIX_SPAWN_DUP2, child_in, 0),
+                (os.POSIX_SPAWN_DUP2, stdout, 1),
+                (os.POSIX_SPAWN_DUP2, stderr, 2),
+                # dup2 onto itself clears FD_CLOEXEC (POSIX 2017, glibc >= 2.29)
+                *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in pass_fds),
+            ]
+            with self._reaper.subscribe() as sub:
+                pid = _spawn(argv, env, actions)
+                while child_fds:
+                    os.close(child_fds.pop())
+                if feed_w is not None:
+                    parent_fds.remove(feed_w)  # _collect owns it from here on
+                try:
+                    output = await _collect(capture_r, _Feed(feed_w, stdin) if feed_w is not None else None)
+                    ex = await sub.wait(pid)
+                except BaseException:
+                    with trio.move_on_after(self.KILL_GRACE + 2, shield=True):
+                        await _terminate(pid, sub, self.KILL_GRACE)
+                    raise
+            return RunResult(pid=pid, status=ex.status, output=output)
+        finally:
+            for fd in child_fds + parent_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str],
+                    extra_fds: Sequence[int]) -> SpawnedChild:
+        """shim.io's Spawner: start a long-lived helper (a logger binary) with fds 3.. = extra_fds."""
+        # Move the sources out of the 3..N range first, so no dup2 clobbers a later source.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in extra_fds]
+        null = _devnull()
+        try:
+            actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
+                       (os.POSIX_SPAWN_DUP2, null, 2)]
+            actions += [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(high)]
+            sub = self._reaper.subscribe()
+            try:
+                pid = _spawn(argv, env, actions)
+            except BaseException:
+                sub.close()
+                raise
+        finally:
+            for fd in (*high, null):
+                os.close(fd)
+        return SpawnedChild(pid, sub)
+
+
+class SpawnedChild:
+    """A child started by `ReaperLauncher.spawn`; its subscription stays open until it was reaped."""
+
+    def __init__(self, pid: int, sub: Subscription) -> None:
+        self.pid = pid
+        self._sub = sub
+
+    async def wait(self) -> int:
+        ex = await self._sub.wait(self.pid)
+        self._sub.close()
+        return ex.status
+
+    def signal(self, sig: int) -> None:
+        if self._sub.pop(self.pid) is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _spawn(argv: Sequence[str], env: Mapping[str, str] | None, actions: list) -> int:
+    env = dict(os.environ if env is None else env)
+    path = argv[0]
+    if "/" not in path:
+        found = shutil.which(path, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, f"executable file not found in $PATH: {path}")
+        path = found
+    return os.posix_spawn(
+        path,
+        list(argv),
+        env,
+        file_actions=actions,
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT, signal.SIGTERM),
+        setsigmask=(),
+    )
+
+
+class _Feed:
+    """Bytes for a child's stdin pipe; the write end is closed exactly once (EOF for the child)."""
+
+    def __init__(self, fd: int, data: bytes) -> None:
+        self.fd: int | None = fd
+        self.data = data
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    async def run(self) -> None:
+        try:
+            os.set_blocking(self.fd, False)
+            view = memoryview(self.data)
+            while view:
+                try:
+                    n = os.write(self.fd, view)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self.fd)
+                    continue
+                except BrokenPipeError:
+                    return  # the child stopped reading; its exit status tells the story
+                view = view[n:]
+        finally:
+            self.close()
+
+
+async def _collect(capture_r: int | None, feed: _Feed | None) -> bytes:
+    """Feed stdin (then close it) and read captured output until EOF, concurrently."""
+    chunks: list[bytes] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            if feed is not None:
+                nursery.start_soon(feed.run)
+            if capture_r is not None:
+                os.set_blocking(capture_r, False)
+                while True:
+                    try:
+                        chunk = os.read(capture_r, 65536)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(capture_r)
+                        continue
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+    finally:
+        if feed is not None:
+            feed.close()
+    return b"".join(chunks)
+
+
+async def _terminate(pid: int, sub: Subscription, grace: float) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
+        if sub.pop(pid) is not None:
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        with trio.move_on_after(wait):
+            await sub.wait(pid)
+            return
