@@ -117,7 +117,7 @@ class StopSignal:
             scope.cancel()
 
     async def wait_readable(self, fd: int) -> bool:
-        """Wait for `fd` to be readable; False if the signal was (or becomes) set first."""
+        """Wait for `fd` to be readable or the signal; False if the signal came first."""
         return await self._interruptible(trio.lowlevel.wait_readable(fd))
 
     async def sleep(self, seconds: float) -> bool:
@@ -145,18 +145,22 @@ async def read_some(src: Fd, stop: StopSignal | None = None) -> bytes | None:
     if not src.pollable:
         return await trio.to_thread.run_sync(os.read, src.fileno, CHUNK)
     while True:
+        # after the stop signal one more read is always made: bytes written just before the exit count
         try:
             return os.read(src.fileno, CHUNK)
         except BlockingIOError:
             if stop is None:
                 await trio.lowlevel.wait_readable(src.fileno)
-            elif not await stop.wait_readable(src.fileno):
+            elif stop.is_set:
                 return None
+            else:
+                await stop.wait_readable(src.fileno)
         except OSError as exc:
             if exc.errno != errno.EIO or stop is None:
                 raise
-            if stop.is_set or not await stop.sleep(0.05):
+            if stop.is_set:
                 return None
+            await stop.sleep(0.05)
 
 
 async def write_all(dst: Fd, data: bytes | memoryview) -> None:
