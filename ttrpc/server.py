@@ -146,12 +146,12 @@ class Server:
 
     async def _serve_accepted(self, stream: trio.abc.Stream) -> None:
         try:
-            if self._check is not None and not self._peer_allowed(stream):
-                await trio.aclose_forcefully(stream)
-                return
-            await self.handle_stream(stream)
+            if self._check is None or self._peer_allowed(stream):
+                await self.handle_stream(stream)
         except* Exception:  # a bug on one connection must not take down the server (Cancelled still propagates)
             log.exception("ttrpc: connection handler failed")
+        finally:
+            await trio.aclose_forcefully(stream)  # refused, or already closed by handle_stream (idempotent)
 
     def _peer_allowed(self, stream: trio.abc.Stream) -> bool:
         try:
@@ -160,7 +160,12 @@ class Server:
             log.error("ttrpc: refusing connection: cannot read peer credentials: %s", exc)
             return False
         assert self._check is not None
-        if not self._check(creds):
+        try:
+            allowed = self._check(creds)
+        except Exception:
+            log.exception("ttrpc: refusing connection: credential check raised")
+            return False
+        if not allowed:
             log.error("ttrpc: refusing connection: credential check failed for pid %d uid %d gid %d",
                       creds.pid, creds.uid, creds.gid)
             return False
