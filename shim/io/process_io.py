@@ -104,9 +104,13 @@ class ProcessIO:
             await self._start_logger(spawner, out_r, err_r)
             self.runtime_stdio = (None, out_w.fileno, err_w.fileno)
             return
-        for out in (p.stdout, p.stderr):
+        for out, label in ((p.stdout, "stdout"), (p.stderr, "stderr")):
             if out.sink is Sink.FILE:
                 _create_file(out.path)
+            elif out.sink is Sink.PATH:
+                _must_exist(out.path, label)
+        if p.stdin:
+            _must_exist(p.stdin, "stdin")
         stdin = stdout = stderr = None
         if p.stdin:
             r, self._stdin_w = self._fds.pipe("stdin")
@@ -299,6 +303,14 @@ def _chown(uid: int, gid: int, *fds: Fd) -> None:
         return  # our pipes already belong to us; fchown would need privileges for nothing
     for fd in fds:
         os.fchown(fd.fileno, uid, gid)
+
+
+def _must_exist(path: str, label: str) -> None:
+    """Fail before the runtime runs, not after: the client creates its FIFOs before Create/Exec."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        raise StdioOpenError.wrap(label, path, exc) from exc
 
 
 def _create_file(path: str) -> None:

@@ -6,6 +6,7 @@ other ends). Every test runs under fail_after and checks /proc/self/fd for leaks
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -176,12 +177,13 @@ async def test_a_stalled_fifo_reader_does_not_block_another_process(tmp_path, nu
                 await write_all(slow_box.stdout, payload)
             slow_box.close()
 
+        fast_eof = trio.Event()
         nursery.start_soon(slow_container)
-        nursery.start_soon(read_into, fast_client, got)
+        nursery.start_soon(read_into, fast_client, got, fast_eof)
         await write_all(fast_box.stdout, payload)
         fast_box.close()
         assert await fast.drain(5)
-        await trio.sleep(0.1)
+        await fast_eof.wait()
         assert bytes(got) == payload
         assert await slow.drain(0.2) is False  # still stuck behind its reader: it only waits itself
         assert not stuck.cancelled_caught
@@ -222,12 +224,21 @@ async def test_unknown_scheme_is_refused_before_anything_is_opened(nursery) -> N
             await ProcessIO.prepare(StdioConfig("", "foo:///x", ""), container_id="c1", namespace="ns")
 
 
-async def test_missing_fifo_fails_start_and_closes_everything(tmp_path, nursery) -> None:
+async def test_missing_fifo_fails_prepare_before_the_runtime_runs(tmp_path, nursery) -> None:
     with trio.fail_after(TIMEOUT):
         (in_path,) = fifos(tmp_path, "in")
         missing = str(tmp_path / "nope")
-        pio = await ProcessIO.prepare(StdioConfig(in_path, missing, ""), container_id="c1", namespace="ns")
+        with pytest.raises(StdioOpenError, match="stdout") as info:
+            await ProcessIO.prepare(StdioConfig(in_path, missing, ""), container_id="c1", namespace="ns")
+        assert info.value.filename == missing and info.value.errno == errno.ENOENT
+
+
+async def test_fifo_gone_at_start_fails_start_and_closes_everything(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        in_path, out_path = fifos(tmp_path, "in", "out")
+        pio = await ProcessIO.prepare(StdioConfig(in_path, out_path, ""), container_id="c1", namespace="ns")
+        os.unlink(out_path)
         with pytest.raises(StdioOpenError, match="stdout destination") as info:
             await pio.start(nursery)
-        assert info.value.filename == missing and info.value.errno == 2
+        assert info.value.filename == out_path and info.value.errno == errno.ENOENT
         await pio.aclose()
