@@ -82,6 +82,7 @@ class ProcessIO:
         p = self.plan
         if p.mode is Mode.NULL:
             return
+        self._check_paths()
         if p.mode is Mode.TERMINAL:
             self._console = ConsoleSocket.create()
             self.console_socket_path = self._console.path
@@ -91,8 +92,6 @@ class ProcessIO:
                 err_w.close()  # the tty merges both streams: the logger's fd 4 just sees EOF
                 await self._start_logger(spawner, out_r, err_r)
                 os.set_blocking(self._tty_out.fileno, False)
-            elif p.stdout.sink is Sink.FILE:
-                _create_file(p.stdout.path)
             return
         if p.mode is Mode.BINARY:
             out_r, out_w = self._fds.pipe("stdout")
@@ -104,13 +103,6 @@ class ProcessIO:
             await self._start_logger(spawner, out_r, err_r)
             self.runtime_stdio = (None, out_w.fileno, err_w.fileno)
             return
-        for out, label in ((p.stdout, "stdout"), (p.stderr, "stderr")):
-            if out.sink is Sink.FILE:
-                _create_file(out.path)
-            elif out.sink is Sink.PATH:
-                _must_exist(out.path, label)
-        if p.stdin:
-            _must_exist(p.stdin, "stdin")
         stdin = stdout = stderr = None
         if p.stdin:
             r, self._stdin_w = self._fds.pipe("stdin")
@@ -127,6 +119,17 @@ class ProcessIO:
             if shim_end is not None:
                 os.set_blocking(shim_end.fileno, False)
         self.runtime_stdio = tuple(f.fileno if f else None for f in (stdin, stdout, stderr))  # type: ignore[assignment]
+
+    def _check_paths(self) -> None:
+        """Create file:// destinations and check the client's paths exist, before the runtime runs."""
+        p = self.plan
+        for out, label in ((p.stdout, "stdout"), (p.stderr, "stderr")):
+            if out.sink is Sink.FILE:
+                _create_file(out.path)
+            elif out.sink is Sink.PATH:
+                _must_exist(out.path, label)
+        if p.stdin:
+            _must_exist(p.stdin, "stdin")
 
     async def _start_logger(self, spawner: Spawner | None, out_r: Fd, err_r: Fd) -> None:
         if spawner is None:

@@ -242,3 +242,17 @@ async def test_fifo_gone_at_start_fails_start_and_closes_everything(tmp_path, nu
             await pio.start(nursery)
         assert info.value.filename == out_path and info.value.errno == errno.ENOENT
         await pio.aclose()
+
+
+async def test_stdin_from_a_regular_file(tmp_path, nursery) -> None:
+    with trio.fail_after(TIMEOUT):
+        src = tmp_path / "input"
+        src.write_bytes(b"abc" * 50_000)
+        pio = await ProcessIO.prepare(StdioConfig(str(src), "", ""), container_id="c1", namespace="ns")
+        box = Container(pio)
+        await pio.start(nursery)
+        got, eof = bytearray(), trio.Event()
+        await read_into(box.stdin, got, eof)  # a file has an end: no keep-alive applies
+        assert bytes(got) == b"abc" * 50_000 and eof.is_set()
+        box.close()
+        await pio.aclose()

@@ -172,3 +172,19 @@ async def test_console_hand_over_is_bounded(nursery) -> None:
             await pio.start(nursery, timeout=0.2)  # the runtime never connected
         assert not os.path.exists(directory)
         await pio.aclose()
+
+
+async def test_terminal_output_to_a_file_uri(tmp_path, nursery) -> None:
+    # upstream cannot do this (it opens the URI as a FIFO); it is the natural meaning, so we serve it
+    with trio.fail_after(TIMEOUT):
+        log = tmp_path / "logs" / "tty.log"
+        pio = await ProcessIO.prepare(StdioConfig("", f"file://{log}", "", True), container_id="c1",
+                                      namespace="ns")
+        assert log.exists()
+        slave = hand_over_master(pio.console_socket_path)
+        await pio.start(nursery)
+        os.write(slave, b"logged\n")
+        os.close(slave)
+        assert await pio.drain(5)
+        assert log.read_bytes() == b"logged\r\n"
+        await pio.aclose()
