@@ -66,12 +66,12 @@ class Plan:
     logger_argv: tuple[str, ...] = ()  # binary mode, or terminal mode with a binary stdout
 
 
-def plan(cfg: StdioConfig) -> Plan:
+def plan(cfg: StdioConfig) -> Plan:  # or any object with stdin, stdout, stderr and terminal
     """Decide how to serve `cfg`; raises UnsupportedStdioError for what cannot be served."""
     if cfg.terminal:
         out, argv = _destination(cfg.stdout)
         return Plan(Mode.TERMINAL, _plain(cfg.stdin), out, Output(Sink.NONE), argv)
-    if cfg.is_null:
+    if not (cfg.stdin or cfg.stdout or cfg.stderr):  # duck-typed: any object with the four fields will do
         return Plan(Mode.NULL, "", Output(Sink.NONE), Output(Sink.NONE))
     out, argv = _destination(cfg.stdout)
     if out.sink is Sink.BINARY:
