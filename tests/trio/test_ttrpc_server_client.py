@@ -141,6 +141,16 @@ class RawPeer:
         return frame.stream_id, ttrpc_pb2.Response.FromString(frame.data)
 
 
+@asynccontextmanager
+async def raw_connection(server: Server) -> AsyncIterator[RawPeer]:
+    """A server connection whose client side the test drives byte for byte."""
+    left, right = memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, right)
+        yield RawPeer(left)
+        await left.aclose()
+
+
 def raw_request(sid: int, method: str, req: KV, timeout_nano: int = 0, service: str = SVC) -> bytes:
     envelope = ttrpc_pb2.Request(service=service, method=method, payload=req.SerializeToString(),
                                  timeout_nano=timeout_nano)
@@ -224,17 +234,13 @@ async def test_client_timeout_raises_deadline_exceeded_and_connection_survives(
 
 async def test_server_honours_timeout_nano(server: Server, autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(100):
-        left, right = memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_stream, right)
-            peer = RawPeer(left)
+        async with raw_connection(server) as peer:
             start = trio.current_time()
             await peer.send(raw_request(1, "Sleep", KV(value="50"), timeout_nano=2_000_000_000))
             sid, resp = await peer.response()
             assert (sid, resp.status.code, resp.status.message) == (1, Code.DEADLINE_EXCEEDED,
                                                                     "context deadline exceeded")
             assert 2 <= trio.current_time() - start < 2.1
-            await left.aclose()
 
 
 async def test_deadline_is_sent_from_timeout_or_enclosing_scope(server: Server, rec: Recorder,
@@ -264,24 +270,18 @@ async def test_unknown_service_and_method_answer_exactly_like_go(server: Server)
             with pytest.raises(StatusError) as info:
                 await client.call(SVC, "Nope", KV(), KV)
             assert (info.value.code, info.value.message) == (Code.UNIMPLEMENTED, "method Nope")
-        left, right = memory_stream_pair()  # the wire bytes of spec ttrpc.md 11.5
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_stream, right)
-            await left.send_all(raw_request(1, "Connect", KV(), service="containerd.task.v3.Task"))
+        async with raw_connection(server) as peer:  # the wire bytes of spec ttrpc.md 11.5
+            await peer.send(raw_request(1, "Connect", KV(), service="containerd.task.v3.Task"))
             expected = bytes.fromhex("00000025 00000001 0200 0a23080c121f") + b"service containerd.task.v3.Task"
             got = b""
             while len(got) < len(expected):
-                got += await left.receive_some()
+                got += await peer.stream.receive_some()
             assert got == expected
-            await left.aclose()
 
 
 async def test_undecodable_payload_is_internal(server: Server) -> None:
     with trio.fail_after(10):
-        left, right = memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_stream, right)
-            peer = RawPeer(left)
+        async with raw_connection(server) as peer:
             envelope = ttrpc_pb2.Request(service=SVC, method="Echo", payload=b"\x0a\x09short")
             await peer.send(encode_frame(1, MessageType.REQUEST, envelope.SerializeToString()))
             sid, resp = await peer.response()
@@ -289,7 +289,6 @@ async def test_undecodable_payload_is_internal(server: Server) -> None:
             assert resp.status.message == ("ttrpc: error unmarshalling payload: Error parsing message with type "
                                            "'ttrpc.KeyValue': Wire format was corrupt")
             assert resp.payload == b""
-            await left.aclose()
 
 
 HANDLER_ERRORS = [
@@ -321,10 +320,7 @@ async def test_handler_errors_map_to_status(server: Server, kind: str, code: Cod
 
 async def test_oversized_request_answered_and_next_call_works(server: Server) -> None:
     with trio.fail_after(30):
-        left, right = memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_stream, right)
-            peer = RawPeer(left)
+        async with raw_connection(server) as peer:
             length = MAX_DATA_LENGTH + 1
             await peer.send(encode_header(length, 1, MessageType.REQUEST))
             for offset in range(0, length, 300_000):  # the body arrives in pieces
@@ -335,7 +331,6 @@ async def test_oversized_request_answered_and_next_call_works(server: Server) ->
             await peer.send(raw_request(3, "Echo", KV(key="next")))
             sid, resp = await peer.response()
             assert (sid, resp.HasField("status"), KV.FromString(resp.payload)) == (3, False, KV(key="next"))
-            await left.aclose()
 
 
 async def test_client_refuses_to_send_oversized_request(server: Server) -> None:
@@ -492,10 +487,7 @@ async def test_close_cancels_everything(server: Server, rec: Recorder) -> None:
 
 async def test_protocol_junk_is_answered_and_never_kills_the_connection(server: Server) -> None:
     with trio.fail_after(10):
-        left, right = memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_stream, right)
-            peer = RawPeer(left)
+        async with raw_connection(server) as peer:
             await peer.send(raw_request(2, "Echo", KV()))  # even id
             assert (await peer.response())[1].status.message == "StreamID must be odd for client initiated streams"
             await peer.send(encode_frame(1, MessageType.REQUEST, b"\xff\xff"))
@@ -510,7 +502,7 @@ async def test_protocol_junk_is_answered_and_never_kills_the_connection(server: 
             await peer.send(raw_request(9, "Echo", KV()))
             assert (await peer.response())[1].status.message == "StreamID cannot be re-used and must increment"
             await peer.send(b"\x00\x00\x00")  # then EOF inside a frame: only this connection ends
-            await left.send_stream.aclose()
+            await peer.stream.send_stream.aclose()  # type: ignore[attr-defined]
             assert await peer.next() is CLOSED
         assert server.connection_count == 0
 
