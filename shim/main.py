@@ -92,11 +92,11 @@ def run(flags: ShimFlags) -> int:
         from shim import start
 
         try:
-            address = start.run(flags, _read_all(0), os.environ)
+            output = start.run(flags, _read_all(0))
         except Exception as exc:  # any failure is containerd's error text
             _error(f"start: {exc}")
             return 1
-        _write_all(1, address.encode())
+        _write_all(1, output)
         return 0
     if flags.action == "delete":
         from shim import delete

@@ -18,8 +18,14 @@ Rules (shim-v2.md §3, §4, §7, §10.1):
   ``-namespace NS -id ID -address ADDR [-debug]``, cwd = bundle, stdio on /dev/null (containerd waits for EOF
   on our stdout/stderr pipe), a new session, inherited environment, the listener as fd 3.
 - After the daemon was spawned, any failure kills it, and the socket file and ``./address`` are removed.
-- containerd 2.3+ bootstrap handshake: ``_bootstrap_mode`` is the one place that decides; until its wire
-  format is settled it answers False and start speaks the plain protocol of containerd 1.6-2.1.
+- stdin and stdout by containerd version (protos/README.md): 1.6-2.2 write the options Any (or nothing) and
+  read the plain address. 2.3+ write a binary BootstrapParams and prefer a binary BootstrapResult (they still
+  accept the plain address). A BootstrapParams is recognised as upstream 2.4 does: it decodes and its
+  instance_id and namespace equal ``-id`` and ``-namespace`` (a legacy Any never passes: its type_url would
+  have to equal the id). Then its socket_dir (if set) replaces /run/containerd/s, the runtime options are
+  the ``containerd.runc.v1.Options`` extension (if any), and the answer is BootstrapResult{version 2 (task
+  API v2: containerd keeps calling start per container), address, "ttrpc"}, whose last bytes are the
+  protocol string, never whitespace (2.3.0 trims before decoding).
 - Standard library only (critical path), and none of the modules that load enum/re (see lean.py).
 """
 
@@ -29,12 +35,12 @@ import errno
 import fcntl
 import os
 import sys
-from collections.abc import Mapping
 
 from shim import address as addr
 from shim import wire
 from shim.flags import ShimFlags
 from shim.lean import SIGKILL, SIGPIPE, SIGXFSZ, unix_socket
+from shim.record import Record
 
 RUNC_OPTIONS = "containerd.runc.v1.Options"
 CONNECT_TIMEOUT = 0.1
@@ -212,30 +218,65 @@ def join_cgroup(pid: int, cgroup: str) -> None:
         raise StartError(f"failed to load cgroup {cgroup}: no such cgroup")
 
 
+def _type_name(type_url: str) -> str:
+    return type_url.rsplit("/", 1)[-1]
+
+
 def shim_cgroup(options: bytes) -> str:
     """``shim_cgroup`` (field 3) of a containerd.runc.v1.Options Any; "" for no options or another type."""
     if not options:
         return ""
     type_url, value = wire.decode_any(options)
-    if type_url.rsplit("/", 1)[-1] != RUNC_OPTIONS:
+    if _type_name(type_url) != RUNC_OPTIONS:
         return ""
     return wire.get_string(wire.fields(value), 3)
 
 
 # -- the action -----------------------------------------------------------------------------------------
 
-def _bootstrap_mode(stdin_bytes: bytes, environ: Mapping[str, str]) -> bool:
-    """Does this containerd speak the 2.3+ bootstrap handshake (BootstrapParams in, BootstrapResult out)?
+class Bootstrap(Record):
+    """What start uses from a containerd 2.3+ BootstrapParams."""
 
-    containerd 1.6-2.1 never do: their stdin is an options Any and they read the plain address. The 2.3+
-    detection rule is still being settled (protos/bootstrap.proto); until then the answer is False, which
-    2.3+ accepts too (it still takes the plain address).
-    """
-    return False
+    options: bytes = b""   # a serialized Any (the runc Options extension), or b""
+    socket_dir: str = ""
 
 
-def start(flags: ShimFlags, stdin_bytes: bytes, socket_dir: str = addr.SOCKET_DIR) -> str:
-    """Do everything but printing; return the address. Raises on failure after cleaning up."""
+def bootstrap_params(stdin_bytes: bytes, flags: ShimFlags) -> Bootstrap | None:
+    """The BootstrapParams on stdin (containerd 2.3+), or None for the legacy options Any / nothing."""
+    if not stdin_bytes:
+        return None
+    instance_id = namespace = socket_dir = ""
+    options = b""
+    try:
+        for number, wire_type, value in wire.iter_fields(stdin_bytes):
+            if wire_type != wire.LEN:
+                continue
+            if number == 1:
+                instance_id = value.decode("utf-8")
+            elif number == 2:
+                namespace = value.decode("utf-8")
+            elif number == 8 and not options:
+                extension = wire.get_bytes(wire.fields(value), 1)
+                if _type_name(wire.decode_any(extension)[0]) == RUNC_OPTIONS:
+                    options = extension
+            elif number == 9:
+                socket_dir = value.decode("utf-8")
+    except (wire.WireError, UnicodeDecodeError):
+        return None
+    if (instance_id, namespace) != (flags.id, flags.namespace):
+        return None
+    return Bootstrap(options=options, socket_dir=socket_dir)
+
+
+def bootstrap_result(address: str) -> bytes:
+    """containerd.runtime.bootstrap.v1.BootstrapResult {1 version int32, 2 address, 3 protocol}."""
+    return wire.uint_field(1, 2) + wire.string_field(2, address) + wire.string_field(3, "ttrpc")
+
+
+def start(flags: ShimFlags, options: bytes, socket_dir: str = addr.SOCKET_DIR) -> str:
+    """Do everything but printing; return the address. ``options`` is a serialized Any (or b"").
+
+    Raises on failure, after cleaning up."""
     if not flags.id:
         raise StartError("shim id cannot be empty")
     bundle = os.getcwd()
@@ -248,7 +289,7 @@ def start(flags: ShimFlags, stdin_bytes: bytes, socket_dir: str = addr.SOCKET_DI
         return address
     pid = 0
     try:
-        cgroup = shim_cgroup(stdin_bytes)
+        cgroup = shim_cgroup(options)
         addr.write_address(bundle, address)
         pid = spawn_daemon(flags, listener)
         if cgroup:
@@ -266,8 +307,10 @@ def start(flags: ShimFlags, stdin_bytes: bytes, socket_dir: str = addr.SOCKET_DI
     return address
 
 
-def run(flags: ShimFlags, stdin_bytes: bytes, environ: Mapping[str, str]) -> str:
+def run(flags: ShimFlags, stdin_bytes: bytes) -> bytes:
     """The ``start`` action as containerd runs it: return what to print. Raises on failure."""
-    if _bootstrap_mode(stdin_bytes, environ):
-        raise StartError("the containerd 2.3+ bootstrap handshake is not implemented")
-    return start(flags, stdin_bytes)
+    params = bootstrap_params(stdin_bytes, flags)
+    if params is None:
+        return start(flags, stdin_bytes).encode()
+    address = start(flags, params.options, params.socket_dir or addr.SOCKET_DIR)
+    return bootstrap_result(address)

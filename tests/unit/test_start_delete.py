@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from protos import introspection_pb2, runc_options_pb2, task_v2_pb2
+from google.protobuf import any_pb2
+
+from protos import bootstrap_pb2, introspection_pb2, runc_options_pb2, task_v2_pb2
 from shim import address as addr
 from shim import start, wire
 from shim.flags import ShimFlags
@@ -292,6 +294,51 @@ def test_undecodable_options_fail_before_spawning(
         start.start(ShimFlags(namespace="ns", id="c1", address="/a.sock"), b"\x0a\x50",
                     socket_dir=socket_dir)
     assert fake_daemon == [] and os.listdir(socket_dir) == []
+
+
+def bootstrap_params_bytes(instance_id: str, namespace: str, socket_dir: str | None, *extensions: bytes) -> bytes:
+    params = bootstrap_pb2.BootstrapParams(
+        instance_id=instance_id, namespace=namespace, log_level=bootstrap_pb2.LOG_LEVEL_DEBUG,
+        containerd_version="2.4.2", containerd_ttrpc_address="/run/containerd/containerd.sock.ttrpc",
+        containerd_grpc_address="/run/containerd/containerd.sock", containerd_binary="/usr/bin/containerd",
+        extensions=[bootstrap_pb2.Extension(value=any_pb2.Any.FromString(e)) for e in extensions])
+    if socket_dir is not None:
+        params.socket_dir = socket_dir
+    return params.SerializeToString()
+
+
+def test_bootstrap_params_are_recognised_like_upstream() -> None:
+    flags = ShimFlags(namespace="k8s.io", id="c1", action="start")
+    runc = runc_options_any(shim_cgroup="/pods/x")
+    other = wire.any_message("runtimeoptions.v1.Options", b"")
+    params = start.bootstrap_params(bootstrap_params_bytes("c1", "k8s.io", "/run/ctrd/s", other, runc), flags)
+    assert params == start.Bootstrap(options=runc, socket_dir="/run/ctrd/s")
+    assert start.bootstrap_params(bootstrap_params_bytes("c1", "k8s.io", None), flags) == start.Bootstrap()
+    for stdin in (b"", runc, bootstrap_params_bytes("c2", "k8s.io", None), bootstrap_params_bytes("c1", "x", None),
+                  b"\xff\xff"):
+        assert start.bootstrap_params(stdin, flags) is None
+    # A legacy Any decodes as BootstrapParams too (type_url -> instance_id, value -> namespace): the id check
+    # is what tells them apart.
+    assert start.bootstrap_params(wire.any_message("c1", b"k8s.io"), flags) is not None
+
+
+def test_bootstrap_result_decodes_and_does_not_end_in_whitespace() -> None:
+    data = start.bootstrap_result("unix:///run/containerd/s/abc")
+    result = bootstrap_pb2.BootstrapResult.FromString(data)
+    assert (result.version, result.address, result.protocol) == (2, "unix:///run/containerd/s/abc", "ttrpc")
+    assert data == data.rstrip()
+
+
+def test_start_answers_a_bootstrap_handshake_in_kind(
+        tmp_path: Path, socket_dir: str, fake_daemon: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = make_bundle(tmp_path / "c1")
+    monkeypatch.chdir(bundle)
+    flags = ShimFlags(namespace="ns", id="c1", address="/run/ctrd.sock", action="start")
+    output = start.run(flags, bootstrap_params_bytes("c1", "ns", socket_dir))
+    result = bootstrap_pb2.BootstrapResult.FromString(output)
+    assert result.address == addr.socket_address("/run/ctrd.sock", "ns", "c1", socket_dir)
+    assert (result.version, result.protocol) == (2, "ttrpc") and len(fake_daemon) == 1
+    assert (bundle / "address").read_bytes() == result.address.encode()
 
 
 def test_start_entry_point_errors_go_to_stderr(tmp_path: Path) -> None:
