@@ -29,6 +29,7 @@ log = logging.getLogger("shim")
 
 PR_SET_CHILD_SUBREAPER = 36
 PUBLISH_DRAIN = 5.0
+SERVER_DRAIN = 5.0  # in-flight calls get this long to finish after Shutdown
 
 
 def set_subreaper() -> None:
@@ -120,7 +121,9 @@ async def _main(flags: ShimFlags, sock: socket.socket) -> None:
             root.start_soon(_signals, parts.shutdown)
             await parts.shutdown.wait()
             log.info("shutting down")
-            await parts.server.shutdown()
+            with trio.move_on_after(SERVER_DRAIN):
+                await parts.server.shutdown()
+            parts.server.close()
             parts.publisher.close()
             await parts.publisher.drain(PUBLISH_DRAIN)
             root.cancel_scope.cancel()
