@@ -106,12 +106,13 @@ def run(flags: ShimFlags, listen_fd: int) -> int:
 
 
 async def _main(flags: ShimFlags, sock: socket.socket) -> None:
-    from shim.wiring import build
-
     path = sock.getsockname()
-    parts = build(flags)
-    log.info("starting pyshim daemon, listening on %s", path)
+    unlinked = False
     try:
+        from shim.wiring import build
+
+        parts = build(flags)
+        log.info("starting pyshim daemon, listening on %s", path)
         async with trio.open_nursery() as root:
             await root.start(parts.reaper.run)
             await root.start(parts.publisher.run)
@@ -121,6 +122,10 @@ async def _main(flags: ShimFlags, sock: socket.socket) -> None:
             root.start_soon(_signals, parts.shutdown)
             await parts.shutdown.wait()
             log.info("shutting down")
+            # Unlink while still bound: a concurrent `start` of the group then binds a fresh socket
+            # instead of taking ours for stale and losing it to our unlink.
+            _unlink(path)
+            unlinked = True
             with trio.move_on_after(SERVER_DRAIN):
                 await parts.server.shutdown()
             parts.server.close()
@@ -128,11 +133,16 @@ async def _main(flags: ShimFlags, sock: socket.socket) -> None:
             await parts.publisher.drain(PUBLISH_DRAIN)
             root.cancel_scope.cancel()
     finally:
-        if isinstance(path, str) and path:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        if not unlinked:  # after a failure; never after the unlink above, the name may be another's now
+            _unlink(path)
+
+
+def _unlink(path: object) -> None:
+    if isinstance(path, str) and path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 async def _signals(shutdown: trio.Event) -> None:
