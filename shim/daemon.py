@@ -92,8 +92,21 @@ class _NonBlockingStderr:
         pass
 
 
+def _cloexec_inherited() -> None:
+    """Whatever we inherited above stdio (the listener on fd 3 included) must not leak into the runtime,
+    loggers or containers we spawn."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the directory fd of the listing itself, already closed
+
+
 def run(flags: ShimFlags, listen_fd: int) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    _cloexec_inherited()
     setup_logging(flags)
     try:
         set_subreaper()

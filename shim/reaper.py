@@ -56,11 +56,20 @@ class Subscription:
         self._exits: collections.deque[Exit] = collections.deque()
         self._by_pid: dict[int, Exit] = {}
         self._lot = trio.lowlevel.ParkingLot()
+        self._pid_filter: int | None = None
 
     def _deliver(self, ex: Exit) -> None:
+        if self._pid_filter is not None and ex.pid != self._pid_filter:
+            return
         self._exits.append(ex)
         self._by_pid[ex.pid] = ex
         self._lot.unpark_all()
+
+    def keep_only(self, pid: int) -> None:
+        """From now on hold only `pid`'s exit (a long-lived child's subscription must not grow)."""
+        self._pid_filter = pid
+        self._exits = collections.deque(e for e in self._exits if e.pid == pid)
+        self._by_pid = {k: v for k, v in self._by_pid.items() if k == pid}
 
     def pop(self, pid: int) -> Exit | None:
         """The exit of `pid` if it was already reaped (the early-exit race), without waiting."""
@@ -219,6 +228,7 @@ class ReaperLauncher:
         finally:
             for fd in (*high, null):
                 os.close(fd)
+        sub.keep_only(pid)
         return SpawnedChild(pid, sub)
 
 

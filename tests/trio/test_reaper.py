@@ -1,0 +1,83 @@
+"""The reaper and the launcher on real child processes."""
+import os
+import signal
+
+import trio
+
+from shim.reaper import Reaper, ReaperLauncher, exit_status
+
+
+async def _with_reaper(fn):
+    reaper = Reaper()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reaper.run)
+        try:
+            return await fn(reaper, ReaperLauncher(reaper))
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def test_run_captures_output_and_status():
+    async def body(reaper, launcher):
+        res = await launcher.run(["/bin/sh", "-c", "echo out; echo err >&2; exit 7"])
+        assert res.status == 7
+        assert res.output == b"out\nerr\n"
+    with trio.fail_after(10):
+        await _with_reaper(body)
+
+
+async def test_run_feeds_stdin_bytes():
+    async def body(reaper, launcher):
+        data = b"x" * 300_000  # more than a pipe buffer
+        res = await launcher.run(["/bin/sh", "-c", "wc -c"], stdin=data)
+        assert res.status == 0 and res.output.strip() == b"300000"
+    with trio.fail_after(10):
+        await _with_reaper(body)
+
+
+async def test_signal_exit_is_128_plus_signal():
+    async def body(reaper, launcher):
+        res = await launcher.run(["/bin/sh", "-c", "kill -TERM $$"])
+        assert res.status == 128 + signal.SIGTERM
+    with trio.fail_after(10):
+        await _with_reaper(body)
+    assert exit_status(signal.SIGKILL) == 137  # a raw wait status killed by SIGKILL
+
+
+async def test_cancelled_run_kills_the_child():
+    async def body(reaper, launcher):
+        with reaper.subscribe() as sub:
+            with trio.move_on_after(0.3):
+                await launcher.run(["/bin/sleep", "30"])
+            ex = await sub.next()  # the sleep was terminated and reaped
+            assert ex.status == 128 + signal.SIGTERM
+    with trio.fail_after(10):
+        await _with_reaper(body)
+
+
+async def test_subscription_sees_exit_that_happened_before_pop():
+    async def body(reaper, launcher):
+        with reaper.subscribe() as sub:
+            res = await launcher.run(["/bin/true"])
+            assert sub.pop(res.pid) is not None  # early-exit race: the exit is kept for later lookup
+    with trio.fail_after(10):
+        await _with_reaper(body)
+
+
+async def test_spawn_passes_fds_and_keeps_only_its_exit(tmp_path):
+    async def body(reaper, launcher):
+        r, w = os.pipe()
+        try:
+            child = await launcher.spawn(["/bin/sh", "-c", "echo hi >&3"], env={}, extra_fds=[w])
+            os.close(w)
+            w = -1
+            await launcher.run(["/bin/true"])  # another exit must not pile up in the child's subscription
+            assert await child.wait() == 0
+            assert [e.pid for e in child._sub._exits] == [child.pid]
+            assert os.read(r, 100) == b"hi\n"
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+    with trio.fail_after(10):
+        await _with_reaper(body)
