@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from .harness import busybox, dist
+from .harness import busybox, dist, orphans
 from .harness.daemon import ContainerdError, PrivateContainerd
 
 PYSHIM_BINARY = "containerd-shim-pyshim-v1"
@@ -69,6 +69,14 @@ def integration_host() -> None:
         unavailable("runc is not installed (sudo ./install.sh)")
     if "overlay" not in Path("/proc/filesystems").read_text():
         unavailable("the kernel has no overlay filesystem (needed by the overlayfs snapshotter)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reap_orphaned_daemons() -> None:
+    """Clean up private containerds left by test processes that died (e.g. killed at a CI time-out)."""
+    if os.geteuid() == 0:
+        for unique, problems in orphans.reap_all().items():
+            print(f"reaped orphaned test containerd {unique}: {problems}")
 
 
 @pytest.fixture(scope="session", params=_versions(), ids=lambda v: f"containerd-{v}")

@@ -127,6 +127,7 @@ class PrivateContainerd:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                 cwd=self.run_dir, start_new_session=True)
         self.starts += 1
+        (self.run_dir / "containerd.pid").write_text(str(self._proc.pid))  # for harness/orphans.py
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
