@@ -149,10 +149,18 @@ class EventStream:
         return self
 
     def _ready(self) -> None:
-        """``ctr events`` prints nothing when subscribed, so publish a marker and wait for it."""
-        marker = f"e2e-marker-{id(self)}-{time.monotonic_ns()}"
-        self._c.ctr("namespaces", "label", self._c.namespace, f"e2e={marker}")
-        wait_until("ctr events to subscribe", lambda: any(marker in line for line in self.lines()), timeout=10)
+        """``ctr events`` prints nothing when subscribed, so publish markers (a namespace label update is an
+        event) until one comes through: an event published before the subscription is simply not seen."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            marker = f"e2e-marker-{time.monotonic_ns()}"
+            self._c.ctr("namespaces", "label", self._c.namespace, f"e2e={marker}")
+            until = time.monotonic() + 0.3
+            while time.monotonic() < until:
+                if any(marker in line for line in self.lines()):
+                    return
+                time.sleep(0.02)
+        raise AssertionError(f"ctr events never showed a marker event: {self.lines()[-5:]}")
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
