@@ -70,6 +70,8 @@ def test_restart_under_running_container(containerd_factory, busybox_artifacts) 
     before = wait_status(c, cid, "RUNNING")
     shims = procs.shims_of(c.address)
     assert len(shims) == 1, shims
+    sock, debug_sock = c.computed_shim_sockets(cid)
+    assert c.shim_endpoint(cid)[0] == f"unix://{sock}" and sock.exists()
     old_pid = c.pid
 
     c.restart()
@@ -87,6 +89,7 @@ def test_restart_under_running_container(containerd_factory, busybox_artifacts) 
     while procs.shims_of(c.address) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert procs.shims_of(c.address) == []
+    assert not sock.exists() and not debug_sock.exists()  # the Go shim unlinks its sockets on exit
 
 
 def test_leftover_check_sees_abandoned_container(containerd_dist, busybox_artifacts, shim_bin_dir,

@@ -246,10 +246,13 @@ class PrivateContainerd:
                 address = (bundle / "address").read_text()
             if address.startswith("unix://"):
                 found.add(Path(address[len("unix://"):]))
-            base = f"{self.address}/{self.namespace}/{bundle.name}"
-            for name in (base, base + "/debug"):
-                found.add(Path("/run/containerd/s") / hashlib.sha256(name.encode()).hexdigest())
+            found.update(self.computed_shim_sockets(bundle.name))
         return sorted(p for p in found if p.exists())
+
+    def computed_shim_sockets(self, group_id: str) -> tuple[Path, Path]:
+        """Upstream's socket names for a shim of grouping id ``group_id`` (shim-v2.md §4), and 2.x's debug one."""
+        base = f"{self.address}/{self.namespace}/{group_id}"
+        return tuple(Path("/run/containerd/s") / hashlib.sha256(n.encode()).hexdigest() for n in (base, base + "/debug"))
 
     def leftovers(self) -> list[str]:
         """What this instance left behind after ``stop``: shims, container processes, mounts, runc state."""
