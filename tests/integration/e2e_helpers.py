@@ -88,6 +88,12 @@ def cleanup(c: PrivateContainerd, *cids: str) -> None:
             time.sleep(0.03)
         c.ctr("tasks", "rm", "--force", cid, check=False, timeout=30)
         c.ctr("containers", "rm", cid, check=False)
+    # A dead shim's cleanup (containerd runs ``<shim> ... delete``) may still be running: stopping containerd
+    # now would kill it half-way, so give it time to finish.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            p.argv[-1:] == ("delete",) and set(cids) & set(p.argv) for p in procs.shims_of(c.address)):
+        time.sleep(0.03)
 
 
 @contextmanager
