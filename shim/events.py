@@ -118,6 +118,9 @@ class Publisher:
                     err = e.message
                 except OSError as e:
                     err = str(e)
+                except Exception as e:  # never let the publisher take the daemon down
+                    log.exception("publishing %s failed unexpectedly", event.topic)
+                    err = repr(e)
                 now = trio.current_time()
                 first_failure = first_failure or now
                 if now - first_failure > RETRY_WINDOW:

@@ -184,12 +184,19 @@ def _result(event: ResponseReceived, response_type: type[M]) -> M:
 async def open_client(stream: trio.abc.Stream) -> AsyncIterator[Client]:
     """A Client on ``stream`` with its reader running; closes the client (and stream) on exit."""
     client = Client(stream)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client._run_reader)
-        try:
-            yield client
-        finally:
-            await client.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._run_reader)
+            try:
+                yield client
+            finally:
+                await client.aclose()
+    except BaseExceptionGroup as group:
+        # The reader reports through the calls and does not raise, so a lone exception is the caller's own
+        # (e.g. ConnectionClosed from a call): re-raise it as is, so `except StatusError` works for callers.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 @asynccontextmanager
