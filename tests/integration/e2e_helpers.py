@@ -46,6 +46,22 @@ def ctr_bytes(c: PrivateContainerd, *args: str, input: bytes | None = None,
                           stdin=None if input is not None else subprocess.DEVNULL)
 
 
+def start(c: PrivateContainerd, *args: str, text: bool = False) -> subprocess.Popen:
+    """A ctr command left running (foreground ``run``, ``task exec``, ``attach``...); end it with ``finish``."""
+    return c.ctr_popen(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text)
+
+
+def finish(p: subprocess.Popen, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Wait for ``p`` (killed if it outlives ``timeout``, then the timeout is raised); return its result."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
 def task_row(c: PrivateContainerd, cid: str) -> ctrout.TaskRow | None:
     return next((t for t in ctrout.tasks(c.ctr("tasks", "ls").stdout) if t.id == cid), None)
 

@@ -9,7 +9,7 @@ every containerd version.
 from __future__ import annotations
 
 from .conftest import new_id
-from .e2e_helpers import EventStream, cleanup, runtime, running, wait_status, wait_until  # noqa: F401
+from .e2e_helpers import EventStream, runtime, running, wait_status, wait_until  # noqa: F401  (runtime: fixture)
 
 
 def _field(payload: dict, *names: str):

@@ -9,26 +9,12 @@ exit with the process's status, which is how the exit codes are read here.
 """
 from __future__ import annotations
 
-import subprocess
 import time
 
 from .conftest import new_id
-from .e2e_helpers import cgroup_pids, cleanup, runtime, running, task_row, wait_status, wait_until  # noqa: F401
+from .e2e_helpers import (cgroup_pids, cleanup, finish, runtime, running, start, task_row,  # noqa: F401
+                          wait_status, wait_until)
 from .harness import ctrout
-
-
-def _popen(c, *args: str) -> subprocess.Popen:
-    return c.ctr_popen(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _finish(p: subprocess.Popen, timeout: float = 30) -> tuple[int, bytes, bytes]:
-    try:
-        out, err = p.communicate(timeout=timeout)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    return p.returncode, out, err
 
 
 def test_concurrent_execs(containerd, runtime, busybox_rootfs):
@@ -38,50 +24,50 @@ def test_concurrent_execs(containerd, runtime, busybox_rootfs):
     # when the process is deleted, so output of an exec that ends within a few ms of starting can be lost on
     # a loaded machine, with runc.v2 as with pyshim (seen here under load; containerd cio/fifo client race).
     with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600"):
-        execs = {code: _popen(containerd, "task", "exec", "--exec-id", f"e{code}", cid,
+        execs = {code: start(containerd, "task", "exec", "--exec-id", f"e{code}", cid,
                               "/bin/sh", "-c", f"sleep 0.3; echo out-{code}; echo err-{code} >&2; exit {code}")
                  for code in codes}
-        results = {code: _finish(p) for code, p in execs.items()}
-        for code, (rc, out, err) in results.items():
-            assert (rc, out) == (code, f"out-{code}\n".encode()), (code, err)
-            assert err.endswith(f"err-{code}\n".encode())
+        results = {code: finish(p) for code, p in execs.items()}
+        for code, res in results.items():
+            assert (res.returncode, res.stdout) == (code, f"out-{code}\n".encode()), (code, res.stderr)
+            assert res.stderr.endswith(f"err-{code}\n".encode())
         assert task_row(containerd, cid).status == "RUNNING"
 
 
 def test_kill_and_kill_all(containerd, runtime, busybox_rootfs):
     # One container: kill without --all reaches the init only, --all reaches the exec too.
     cid = new_id("kill")
-    init = _popen(containerd, "run", "--runtime", runtime, "--rootfs", str(busybox_rootfs), cid, "/bin/sleep", "600")
+    init = start(containerd, "run", "--runtime", runtime, "--rootfs", str(busybox_rootfs), cid, "/bin/sleep", "600")
     try:
         row = wait_status(containerd, cid, "RUNNING")
-        ex = _popen(containerd, "task", "exec", "--exec-id", "sleeper", cid, "/bin/sleep", "600")
+        ex = start(containerd, "task", "exec", "--exec-id", "sleeper", cid, "/bin/sleep", "600")
         wait_until("the exec to run", lambda: len(cgroup_pids(containerd.namespace, cid)) == 2)
         containerd.ctr("task", "kill", "--signal", "SIGTERM", cid)  # init has no handler: ignored
         time.sleep(0.3)
         assert ex.poll() is None and init.poll() is None
         assert len(cgroup_pids(containerd.namespace, cid)) == 2
         containerd.ctr("task", "kill", "--all", "--signal", "SIGTERM", cid)  # the exec dies, init ignores it
-        assert _finish(ex)[0] == 143
+        assert finish(ex).returncode == 143
         assert task_row(containerd, cid) == row
         assert cgroup_pids(containerd.namespace, cid) == {row.pid}
         containerd.ctr("task", "kill", "--signal", "SIGKILL", cid)
-        assert _finish(init)[0] == 137
+        assert finish(init).returncode == 137
     finally:
         if init.poll() is None:
-            _finish(init, 1)
+            finish(init, 1)
         cleanup(containerd, cid)
 
     # Another: kill --all SIGKILL ends the init and every exec at once.
     cid = new_id("killall")
-    init = _popen(containerd, "run", "--runtime", runtime, "--rootfs", str(busybox_rootfs), cid,
+    init = start(containerd, "run", "--runtime", runtime, "--rootfs", str(busybox_rootfs), cid,
                   "/bin/sh", "-c", "sleep 600 & sleep 600")
     try:
         wait_status(containerd, cid, "RUNNING")
-        execs = [_popen(containerd, "task", "exec", "--exec-id", f"s{i}", cid, "/bin/sleep", "600") for i in range(2)]
+        execs = [start(containerd, "task", "exec", "--exec-id", f"s{i}", cid, "/bin/sleep", "600") for i in range(2)]
         wait_until("init, its child and two execs", lambda: len(cgroup_pids(containerd.namespace, cid)) == 4)
         containerd.ctr("task", "kill", "--all", "--signal", "SIGKILL", cid)
-        assert [_finish(p)[0] for p in execs] == [137, 137]
-        assert _finish(init)[0] == 137
+        assert [finish(p).returncode for p in execs] == [137, 137]
+        assert finish(init).returncode == 137
         assert task_row(containerd, cid) is None  # the foreground ctr run deleted the task after its exit
         assert cgroup_pids(containerd.namespace, cid) == set()
     finally:
@@ -91,7 +77,7 @@ def test_kill_and_kill_all(containerd, runtime, busybox_rootfs):
 def test_ps_lists_init_and_exec(containerd, runtime, busybox_rootfs):
     cid = new_id("ps")
     with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600") as row:
-        ex = _popen(containerd, "task", "exec", "--exec-id", "psexec", cid, "/bin/sleep", "600")
+        ex = start(containerd, "task", "exec", "--exec-id", "psexec", cid, "/bin/sleep", "600")
         try:
             pids = wait_until("the exec to run", lambda: (lambda s: s if len(s) == 2 else None)(
                 cgroup_pids(containerd.namespace, cid)))
@@ -103,4 +89,4 @@ def test_ps_lists_init_and_exec(containerd, runtime, busybox_rootfs):
             assert listed[exec_pid] in ("&ProcessDetails{ExecID:psexec,XXX_unrecognized:[],}", 'exec_id:"psexec"')
         finally:
             containerd.ctr("task", "kill", "--all", "--signal", "SIGKILL", cid)
-            assert _finish(ex)[0] == 137
+            assert finish(ex).returncode == 137

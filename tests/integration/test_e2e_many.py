@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 
 from .conftest import new_id
-from .e2e_helpers import cgroup_pids, cleanup, runtime, wait_until  # noqa: F401  (runtime: fixture)
+from .e2e_helpers import cgroup_pids, cleanup, finish, runtime, start, wait_until  # noqa: F401  (runtime: fixture)
 from .harness import ctrout
 
 COUNT = 20
@@ -18,18 +18,8 @@ COUNT = 20
 
 def _all(c, argvs: list[list[str]], timeout: float = 90) -> list[subprocess.CompletedProcess]:
     """Run the ctr commands concurrently; return their results in order."""
-    running = [(argv, c.ctr_popen(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-               for argv in argvs]
-    results = []
-    for argv, p in running:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        results.append(subprocess.CompletedProcess(argv, p.returncode, out, err))
-    return results
+    procs = [start(c, *argv, text=True) for argv in argvs]
+    return [finish(p, timeout) for p in procs]
 
 
 def _tasks(c, cids) -> dict[str, ctrout.TaskRow]:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 
 from .conftest import new_id
-from .e2e_helpers import cleanup, ctr_bytes, runtime, running, wait_status  # noqa: F401  (runtime: fixture)
+from .e2e_helpers import cleanup, ctr_bytes, finish, runtime, running, start, wait_status  # noqa: F401
 
 TEN_MB = 10 * 1024 * 1024
 
@@ -31,16 +30,14 @@ def test_exit_codes(containerd, runtime, busybox_rootfs):
     # death: the kernel drops signals without a handler sent to a pid namespace's init from inside, so
     # ``kill -9 $$`` / ``kill -TERM $$`` as the container's init leave the shell running to exit 0.
     cases = {"exit 0": 0, "exit 1": 1, "exit 42": 42, "kill -9 $$": 0, "kill -TERM $$": 0}
-    runs = {cmd: subprocess.Popen(containerd.ctr_argv("run", "--rm", "--runtime", runtime, "--rootfs",
-                                                      str(busybox_rootfs), new_id("exit"), "/bin/sh", "-c", cmd),
-                                  env=containerd.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
+    runs = {cmd: start(containerd, "run", "--rm", "--runtime", runtime, "--rootfs", str(busybox_rootfs),
+                       new_id("exit"), "/bin/sh", "-c", cmd)
             for cmd in cases}
     got = {}
     for cmd, proc in runs.items():
-        out, err = proc.communicate(timeout=60)
-        got[cmd] = proc.returncode
-        assert out == b"", (cmd, out, err)
+        res = finish(proc, 60)
+        got[cmd] = res.returncode
+        assert res.stdout == b"", (cmd, res)
     assert got == cases
 
     cid = new_id("sig")
@@ -52,19 +49,14 @@ def test_exit_codes(containerd, runtime, busybox_rootfs):
 
     # The init killed from outside: a foreground ``ctr run`` reports 128 + SIGKILL.
     cid = new_id("kill")
-    fg = subprocess.Popen(containerd.ctr_argv("run", "--runtime", runtime, "--rootfs", str(busybox_rootfs), cid,
-                                              "/bin/sleep", "600"),
-                          env=containerd.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
+    fg = start(containerd, "run", "--runtime", runtime, "--rootfs", str(busybox_rootfs), cid, "/bin/sleep", "600")
     try:
         wait_status(containerd, cid, "RUNNING")
         containerd.ctr("task", "kill", "--signal", "SIGKILL", cid)
-        out, err = fg.communicate(timeout=30)
-        assert fg.returncode == 137, err
+        res = finish(fg)
+        assert res.returncode == 137, res.stderr
     finally:
-        if fg.poll() is None:
-            fg.kill()
-            fg.wait()
+        finish(fg, 5)
         cleanup(containerd, cid)
 
 
