@@ -6,8 +6,9 @@ Rules:
   and sends events one at a time, so per-process order (create, start, exit, delete) is the emit order.
 - A containerd restart is normal: on a closed connection or a refused connect the publisher reconnects
   and retries the same event with a growing back-off (capped at 2 s) for up to RETRY_WINDOW seconds,
-  so exits are not lost while containerd is down. Only an event containerd rejects as invalid is dropped
-  (logged).
+  so exits are not lost while containerd is down. A new event (containerd is calling us again) or
+  `close` cuts the back-off short, so a shim whose containerd came back neither delays its events nor
+  its exit. Only an event containerd rejects as invalid is dropped (logged).
 - The envelope timestamp is always set (containerd 1.6 rejects a missing one).
 - The publisher owns its ttrpc client connection and closes it when it stops.
 """
@@ -49,6 +50,8 @@ class Publisher:
         self._idle = trio.Event()
         self._idle.set()
         self._pending = 0
+        self._wake = trio.Event()  # cuts a retry back-off short
+        self._closing = False
 
     def emit(self, message: Message) -> None:
         topic = TOPIC[type(message)]
@@ -63,6 +66,7 @@ class Publisher:
         if not self._pending:
             self._idle = trio.Event()
         self._pending += 1
+        self._wake.set()  # a new event means containerd is talking to us again: retry now
 
     def _done(self) -> None:
         self._pending -= 1
@@ -75,8 +79,10 @@ class Publisher:
             await self._idle.wait()
 
     def close(self) -> None:
-        """No more events; `run` returns once the queue is empty."""
+        """No more events; `run` returns once the queue is empty (retrying at once, without back-off)."""
         self._send.close()
+        self._closing = True
+        self._wake.set()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -129,7 +135,12 @@ class Publisher:
                     self._done()
                     continue
                 log.debug("publishing %s failed (%s), retrying in %.2f s", event.topic, err, delay)
-                await trio.sleep(delay)
+                if not self._closing:
+                    self._wake = trio.Event()
+                    with trio.move_on_after(delay):
+                        await self._wake.wait()
+                else:
+                    await trio.sleep(0.05)  # shutting down: retry at once (bounded by drain's timeout)
                 delay = min(delay * 2, 2.0)
 
 
