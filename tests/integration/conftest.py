@@ -20,21 +20,12 @@ from typing import Callable, Iterator
 
 import pytest
 
+from tests.prereq import unavailable
+
 from .harness import busybox, dist, orphans
 from .harness.daemon import ContainerdError, PrivateContainerd
 
 PYSHIM_BINARY = "containerd-shim-pyshim-v1"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def unavailable(reason: str) -> None:
-    """Skip with ``reason``, or fail under CI=true where prerequisites must be present."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: integration prerequisites must be present)", pytrace=False)
-    pytest.skip(reason)
 
 
 def _versions() -> tuple[str, ...]:

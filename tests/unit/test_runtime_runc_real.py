@@ -26,15 +26,13 @@ from runtime import builtin
 from runtime.base import ContainerRef, CreateSpec, ExecSpec, RunResult, Status, Stdio
 from runtime.errors import ContainerNotFound, ProcessFinished, RuntimeFailed
 from runtime.oci_cli import OciCli
+from tests.prereq import unavailable
 from runtime.oci_config import configure
 
 pytestmark = pytest.mark.integration
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI=true: integration prerequisites must be present)", pytrace=False)
-    pytest.skip(reason)
+
 
 
 class SubprocessLauncher:
@@ -57,16 +55,16 @@ class SubprocessLauncher:
 @pytest.fixture
 def runc_bundle(tmp_path):
     if os.geteuid() != 0:
-        _unavailable("needs root to run runc")
+        unavailable("needs root to run runc")
     runc = shutil.which("runc", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if runc is None:
-        _unavailable("runc is not installed (Debian package runc)")
+        unavailable("runc is not installed (Debian package runc)")
     from tests.integration.harness import busybox
     from tests.integration.harness.dist import Unavailable
     try:
         box = busybox.ensure()
     except Unavailable as e:
-        _unavailable(str(e))
+        unavailable(str(e))
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     busybox.copy_rootfs(box.rootfs, bundle / "rootfs")

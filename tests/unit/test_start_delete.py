@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prereq import unavailable
+
 from google.protobuf import any_pb2
 
 from protos import bootstrap_pb2, introspection_pb2, runc_options_pb2, task_v2_pb2
@@ -54,9 +56,7 @@ while True:  # the liveness probe of a second start connects too
 @pytest.fixture(autouse=True)
 def need_root() -> None:
     if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("start/delete tests need root")
-        pytest.skip("start/delete tests need root")
+        unavailable("start/delete tests need root")
 
 
 def run_shim(args: list[str], cwd: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -254,7 +254,7 @@ def test_start_moves_the_daemon_into_shim_cgroup(
     mounts = dict((t, m) for m, t in start._cgroup_mounts())
     hierarchy = "/sys/fs/cgroup" if mounts.get("cgroup2") == "/sys/fs/cgroup" else mounts.get("cgroup")
     if hierarchy is None:
-        pytest.skip("no cgroup hierarchy mounted")
+        unavailable("no cgroup hierarchy mounted")
     name = f"pyshim-test-{os.getpid()}"
     os.mkdir(os.path.join(hierarchy, name))
     try:
