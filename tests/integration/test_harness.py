@@ -12,26 +12,12 @@ import time
 import pytest
 
 from .conftest import import_image, new_id
+from .e2e_helpers import task_row, wait_status
 from .harness import ctrout, procs
 from .harness.daemon import PrivateContainerd
 
 pytestmark = pytest.mark.integration
 RUNC = "io.containerd.runc.v2"
-
-
-def task_row(c: PrivateContainerd, cid: str) -> ctrout.TaskRow | None:
-    return next((t for t in ctrout.tasks(c.ctr("tasks", "ls").stdout) if t.id == cid), None)
-
-
-def wait_status(c: PrivateContainerd, cid: str, status: str, timeout: float = 15.0) -> ctrout.TaskRow:
-    deadline = time.monotonic() + timeout
-    row = None
-    while time.monotonic() < deadline:
-        row = task_row(c, cid)
-        if row is not None and row.status == status:
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"task {cid} not {status} after {timeout}s: {row}")
 
 
 def test_private_daemon_is_isolated(containerd: PrivateContainerd) -> None:
