@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 
 import trio

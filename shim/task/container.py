@@ -13,6 +13,8 @@ Rules:
 from __future__ import annotations
 
 import errno
+import functools
+import json
 import logging
 import os
 import signal
@@ -176,17 +178,17 @@ class Container:
 
     async def _kill_leftovers(self) -> None:
         """Processes of a container without its own pid namespace outlive the init: kill them."""
-        if self.backend_shares_host_pidns():
+        if self.shares_host_pidns:
             try:
                 await self.backend.kill(self.ref, signal.SIGKILL, all=True)
             except BackendError as e:
                 log.debug("kill --all after init exit of %s: %s", self.id, e)
 
-    def backend_shares_host_pidns(self) -> bool:
+    @functools.cached_property
+    def shares_host_pidns(self) -> bool:
+        """No pid namespace of its own in config.json (read once, at the init's exit)."""
         try:
             with open(os.path.join(self.bundle, "config.json"), "rb") as f:
-                import json
-
                 spec = json.load(f)
         except (OSError, ValueError):
             return False

@@ -167,8 +167,10 @@ class Tasks:
         c = self.get(id)
         if c.init.state is State.PAUSED:
             raise FailedPrecondition("cannot exec in a paused state")
+        if not spec:
+            raise InvalidArgument("exec spec is empty: an OCI Process JSON is required")
         try:
-            json.loads(spec or b"null") or {}
+            json.loads(spec)
         except ValueError as e:
             raise InvalidArgument(f"exec spec is not valid JSON: {e}") from None
         c.add_exec(exec_id, stdio, spec)
