@@ -6,16 +6,19 @@ Rules:
 - Factories have the registry's signature `(config: Mapping, launcher: Launcher, namespace: str) -> OciCli` and are
   registered as entry points of group `pyshim.runtimes`, like any third-party backend.
 - Binaries are names looked up in $PATH when a command runs (Debian: /usr/sbin/runc, /usr/bin/crun,
-  /usr/bin/runsc); option `binary_name` overrides.
+  /usr/bin/runsc); option `binary_name` overrides. A factory checks the binary exists and is executable, so a
+  misconfigured backend fails when it is chosen (with the option to fix), not at its first command.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
 from runtime.base import Capability, Launcher
-from runtime.errors import DEFAULT_FINISHED_PATTERNS, DEFAULT_NOT_FOUND_PATTERNS
+from runtime.errors import DEFAULT_FINISHED_PATTERNS, DEFAULT_NOT_FOUND_PATTERNS, InvalidOptions
 from runtime.oci_cli import OciCli
 from runtime.oci_config import OciConfig, configure
 
@@ -64,13 +67,26 @@ RUNSC = OciConfig(
 BUILTIN = {c.name: c for c in (RUNC, CRUN, RUNSC)}
 
 
+def checked(cfg: OciConfig) -> OciConfig:
+    """`cfg` if its binary can be run (the environment's $PATH for a bare name), else InvalidOptions."""
+    if os.sep in cfg.binary:
+        if not os.access(cfg.binary, os.X_OK) or os.path.isdir(cfg.binary):
+            raise InvalidOptions(cfg.name, f"option 'binary_name': {cfg.binary} is not an executable file; "
+                                           f"install {cfg.name} or point binary_name at it")
+    elif shutil.which(cfg.binary) is None:
+        raise InvalidOptions(cfg.name, f"runtime binary {cfg.binary!r} not found in $PATH "
+                                       f"({os.environ.get('PATH', os.defpath)}); install it, or set option "
+                                       f"'binary_name' to its absolute path")
+    return cfg
+
+
 def runc(config: Mapping[str, Any], launcher: Launcher, namespace: str) -> OciCli:
-    return OciCli(configure(RUNC, config, namespace), launcher)
+    return OciCli(checked(configure(RUNC, config, namespace)), launcher)
 
 
 def crun(config: Mapping[str, Any], launcher: Launcher, namespace: str) -> OciCli:
-    return OciCli(configure(CRUN, config, namespace), launcher)
+    return OciCli(checked(configure(CRUN, config, namespace)), launcher)
 
 
 def runsc(config: Mapping[str, Any], launcher: Launcher, namespace: str) -> OciCli:
-    return OciCli(configure(RUNSC, config, namespace), launcher)
+    return OciCli(checked(configure(RUNSC, config, namespace)), launcher)

@@ -1,8 +1,9 @@
 """Builds the daemon's parts from its flags and environment: the only place that knows them all.
 
 Rules: construction only, no I/O beyond reading the environment; the daemon (shim/daemon.py) starts
-the parts in its root nursery. Backends are made per container from its runtime options, through
-runtime/registry (entry points, group `pyshim.runtimes`).
+the parts in its root nursery. Backends are made per container (at Create) from pyshim's configuration
+(shim/config.py: files, runtime options, the io.pyshim.backend annotation), through runtime/registry (entry
+points, group `pyshim.runtimes`); every failure there is a ConfigError naming its source.
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from dataclasses import dataclass
 import trio
 
 from runtime import registry
+from runtime.errors import InvalidOptions
 from runtime.oci_argv import global_argv
 from runtime.oci_config import OciConfig
+from shim import config
+from shim.address import read_annotations
 from shim.io import ProcessIO
 from shim.events import Publisher, TaskEvents
 from shim.flags import ShimFlags
@@ -22,9 +26,6 @@ from shim.reaper import Reaper, ReaperLauncher
 from shim.service import TaskService
 from shim.task.tasks import Tasks
 from ttrpc.server import Server
-
-DEFAULT_BACKEND = "runc"
-
 
 @dataclass
 class Parts:
@@ -45,6 +46,23 @@ def cleanup_info(backend, bundle: str) -> dict | None:
             "state_path": os.path.join(cfg.root, os.path.basename(bundle))}
 
 
+def make_backend(opts: RuntimeOptions, bundle: str, launcher, namespace: str, *, default_path: str | None = None):
+    """The backend for the container in ``bundle``, as pyshim's configuration says (shim/config.py)."""
+    cfg = config.load(opts.config_path, opts.config_body, default_path=default_path)
+    try:
+        annotations = read_annotations(bundle)
+    except (OSError, ValueError) as e:
+        raise config.ConfigError(f"cannot read the annotations of {bundle}/config.json: {e}") from None
+    runc_options = {"binary_name": opts.binary_name, "root": opts.root, "systemd_cgroup": opts.systemd_cgroup,
+                    "criu_path": opts.criu_path}
+    chosen = config.choose(cfg, annotations, runc_options)
+    try:
+        return registry.make_backend(chosen.entry_point, chosen.options, launcher, namespace)
+    except (registry.BackendLoadError, InvalidOptions) as e:
+        where = f"table [backends.{chosen.name}]" if chosen.name in cfg.backends else f"backend {chosen.name!r}"
+        raise config.ConfigError(f"pyshim config {cfg.source}: {where}: {e}") from None
+
+
 def build(flags: ShimFlags) -> Parts:
     reaper = Reaper()
     launcher = ReaperLauncher(reaper)
@@ -52,15 +70,7 @@ def build(flags: ShimFlags) -> Parts:
     publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""), namespace)
 
     def backend_factory(opts: RuntimeOptions | None, bundle: str):
-        opts = opts or RuntimeOptions()
-        config = {
-            "binary_name": opts.binary_name,
-            "root": opts.root,
-            "systemd_cgroup": opts.systemd_cgroup,
-            "criu_path": opts.criu_path,
-        }
-        backend = registry.make_backend(DEFAULT_BACKEND, {k: v for k, v in config.items() if v},
-                                        launcher, namespace)
+        backend = make_backend(opts or RuntimeOptions(), bundle, launcher, namespace)
         return backend, {"runtime": cleanup_info(backend, bundle)}
 
     async def io_factory(stdio, proc, container):
