@@ -276,6 +276,11 @@ class PrivateContainerd:
             except ContainerdError as exc:
                 problems.append(str(exc))
         self.stop()
+        # A shim told to shut down (or whose last task was just deleted) exits on its own a moment later;
+        # only one still there after a grace period is a leak.
+        deadline = time.monotonic() + 5
+        while procs.shims_of(self.address) and time.monotonic() < deadline:
+            time.sleep(0.05)
         left = self.leftovers()
         problems += left
         if left:  # force: kill what is ours, unmount, so later tests start clean
