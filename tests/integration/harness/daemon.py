@@ -90,6 +90,11 @@ class PrivateContainerd:
         return Path("/run/containerd/runc") / self.namespace
 
     @property
+    def runtime_roots(self) -> tuple[Path, ...]:
+        """State roots of every OCI runtime a test may use here: runc, crun and runsc (pyshim's defaults)."""
+        return tuple(Path(f"/run/containerd/{r}") / self.namespace for r in ("runc", "crun", "runsc"))
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc and self._proc.poll() is None else None
 
@@ -263,8 +268,9 @@ class PrivateContainerd:
             found.append(f"process {p.pid} still in cgroup /{self.namespace}/: {' '.join(p.argv)}")
         for m in procs.mounts_under(self.root, self.run_dir):
             found.append(f"mount left: {m}")
-        if self.runc_root.exists() and any(self.runc_root.iterdir()):
-            found.append(f"runc state left: {sorted(os.listdir(self.runc_root))}")
+        for root in self.runtime_roots:
+            if root.exists() and any(root.iterdir()):
+                found.append(f"{root.parent.name} state left in {root}: {sorted(os.listdir(root))}")
         return found
 
     def teardown(self) -> list[str]:
@@ -289,8 +295,9 @@ class PrivateContainerd:
         for sock in self.shim_sockets():  # a killed shim cannot unlink its socket
             problems.append(f"shim socket left: {sock}")
             sock.unlink(missing_ok=True)
-        if self.runc_root.exists():
-            shutil.rmtree(self.runc_root, ignore_errors=True)
+        for root in self.runtime_roots:
+            if root.exists():
+                shutil.rmtree(root, ignore_errors=True)
         problems += procs.remove_cgroups(self.namespace)
         for d in (self.root, self.run_dir):
             if d.exists() and not procs.mounts_under(d):
