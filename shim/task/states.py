@@ -17,6 +17,7 @@ from shim.errors import FailedPrecondition, NotFound
 
 class State(enum.Enum):
     CREATED = "created"
+    CREATED_CHECKPOINT = "created-checkpoint"  # init created from a checkpoint: Start runs the restore
     RUNNING = "running"
     PAUSING = "pausing"  # init while a pause call is in flight
     PAUSED = "paused"
@@ -50,6 +51,15 @@ INIT: dict[tuple[State, Op], State | str | None] = {
     (S.CREATED, O.UPDATE): OK,
     (S.CREATED, O.CHECKPOINT): "cannot checkpoint a task in created state",
     (S.CREATED, O.RESIZE): OK,
+    (S.CREATED_CHECKPOINT, O.START): S.RUNNING,
+    (S.CREATED_CHECKPOINT, O.PAUSE): "cannot pause task in created state",
+    (S.CREATED_CHECKPOINT, O.RESUME): "cannot resume task in created state",
+    (S.CREATED_CHECKPOINT, O.DELETE): S.DELETED,
+    (S.CREATED_CHECKPOINT, O.KILL): OK,  # nothing runs yet: the runtime answers "does not exist" (NotFound)
+    (S.CREATED_CHECKPOINT, O.EXEC): "cannot exec in a created state",
+    (S.CREATED_CHECKPOINT, O.UPDATE): OK,
+    (S.CREATED_CHECKPOINT, O.CHECKPOINT): "cannot checkpoint a task in created state",
+    (S.CREATED_CHECKPOINT, O.RESIZE): OK,
     (S.RUNNING, O.START): "cannot start a running process",
     (S.RUNNING, O.PAUSE): S.PAUSED,
     (S.RUNNING, O.RESUME): "cannot resume a running process",
@@ -93,6 +103,15 @@ EXEC: dict[tuple[State, Op], State | str | NotFound | None] = {
     (S.CREATED, O.DELETE): S.DELETED,
     (S.CREATED, O.KILL): "process not created",
     (S.CREATED, O.RESIZE): OK,
+    (S.CREATED_CHECKPOINT, O.START): S.RUNNING,
+    (S.CREATED_CHECKPOINT, O.PAUSE): "cannot pause task in created state",
+    (S.CREATED_CHECKPOINT, O.RESUME): "cannot resume task in created state",
+    (S.CREATED_CHECKPOINT, O.DELETE): S.DELETED,
+    (S.CREATED_CHECKPOINT, O.KILL): OK,  # nothing runs yet: the runtime answers "does not exist" (NotFound)
+    (S.CREATED_CHECKPOINT, O.EXEC): "cannot exec in a created state",
+    (S.CREATED_CHECKPOINT, O.UPDATE): OK,
+    (S.CREATED_CHECKPOINT, O.CHECKPOINT): "cannot checkpoint a task in created state",
+    (S.CREATED_CHECKPOINT, O.RESIZE): OK,
     (S.RUNNING, O.START): "cannot start a running process",
     (S.RUNNING, O.DELETE): "cannot delete a running process",
     (S.RUNNING, O.KILL): OK,
