@@ -170,6 +170,8 @@ class OciCli:
 
     async def ps(self, ref: ContainerRef) -> tuple[int, ...]:
         result = await self._run("ps", oci_argv.ps_argv(self.cfg, ref.id, ref.bundle), ref.bundle)
+        if result.output.split()[-1:] == [b"null"]:
+            return ()  # runc prints a Go nil slice as `null` when no process is left (stopped, not deleted)
         pids = decode_json_output("ps", result.output, list)
         if not all(isinstance(p, int) for p in pids):
             raise RuntimeFailed("ps", failure_message("ps", f"unexpected pid list {pids!r}"))

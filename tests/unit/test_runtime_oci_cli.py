@@ -218,6 +218,8 @@ async def test_ps(bundle):
     fake = FakeLauncher(lambda call: (0, b"[10365,10384]\n"))
     assert await _backend(fake).ps(ContainerRef("c1", bundle)) == (10365, 10384)
     assert fake.calls[0]["argv"][-4:] == ["ps", "--format", "json", "c1"]
+    fake.script = lambda call: (0, b"null\n")  # runc 1.1.5 for a stopped container
+    assert await _backend(fake).ps(ContainerRef("c1", bundle)) == ()
     fake.script = lambda call: (0, b'["a"]')
     with pytest.raises(RuntimeFailed, match="unexpected pid list"):
         await _backend(fake).ps(ContainerRef("c1", bundle))
