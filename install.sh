@@ -95,6 +95,10 @@ ln -sfn "$script" "$LINK"
 say "linked $LINK -> $script ($shebang)"
 
 if [ $DEV -eq 1 ]; then
+  # a third-party backend packaged on its own, as plugin authors do (tests/integration/test_plugin.py)
+  say "pip install tests/plugins/pyshim-envtag (example third-party backend)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --upgrade \
+    "$HERE/tests/plugins/pyshim-envtag"
   say "fetching containerd versions for the integration tests (cached in /var/cache/pyshim)"
   "$VENV/bin/python" "$HERE/tools/fetch_containerd.py"
   "$VENV/bin/python" "$HERE/tools/busybox_image.py"
