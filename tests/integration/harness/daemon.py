@@ -52,6 +52,8 @@ class ContainerdError(Exception):
 
 
 class PrivateContainerd:
+    disabled_plugins: tuple[str, ...] = DISABLED_PLUGINS  # a subclass may keep some (harness/cri_daemon.py)
+
     def __init__(self, dist: Dist, *, shim_dirs: Sequence[Path] = (), log_dir: Path | None = None,
                  log_level: str = "debug", unique: str | None = None) -> None:
         self.dist = dist
@@ -106,7 +108,7 @@ class PrivateContainerd:
     # -- lifecycle -------------------------------------------------------------------------------------------
     def config_text(self) -> str:
         q = lambda s: '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'  # noqa: E731  (TOML string)
-        disabled = ", ".join(q(p) for p in DISABLED_PLUGINS)
+        disabled = ", ".join(q(p) for p in self.disabled_plugins)
         return "\n".join([
             f"version = {self.dist.config_version}",
             f"root = {q(self.root)}",
