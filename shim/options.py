@@ -26,6 +26,8 @@ class RuntimeOptions:
     root: str = ""
     systemd_cgroup: bool = False
     criu_path: str = ""
+    criu_image_path: str = ""  # 1.x: containerd's restore source for runc runtimes; the shim gets it as checkpoint
+    criu_work_path: str = ""   # restore's CRIU work dir (default <bundle>/work)
     no_pivot_root: bool = False
     no_new_keyring: bool = False
     io_uid: int = 0
@@ -46,7 +48,8 @@ def parse(type_url: str, value: bytes) -> RuntimeOptions:
             o = Options.FromString(value)
             return RuntimeOptions(
                 type_url=name, binary_name=o.binary_name, root=o.root, systemd_cgroup=o.systemd_cgroup,
-                criu_path=o.criu_path, no_pivot_root=o.no_pivot_root, no_new_keyring=o.no_new_keyring,
+                criu_path=o.criu_path, criu_image_path=o.criu_image_path, criu_work_path=o.criu_work_path,
+                no_pivot_root=o.no_pivot_root, no_new_keyring=o.no_new_keyring,
                 io_uid=o.io_uid, io_gid=o.io_gid, shim_cgroup=o.shim_cgroup,
             )
         if name == RUNTIME_OPTIONS:
