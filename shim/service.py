@@ -7,7 +7,9 @@ Rules:
   messages are byte-identical (only the proto package differs), so the v2 classes decode both.
 - "Not exited" is sent as Go's zero time (seconds -62135596800), exactly as the Go shim does: containerd
   2.x turns an absent Timestamp into the Unix epoch, not into the zero time.
-- Stats and Checkpoint answer UNIMPLEMENTED until the resources work lands (never a fake success).
+- Stats answers UNIMPLEMENTED until the resources work lands (never a fake success).
+- Checkpoint options: containerd.runc.v1.CheckpointOptions (what ctr, the client library and CRI send for
+  any runtime) or none; another type is InvalidArgument.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ import os
 
 import trio
 from google.protobuf import empty_pb2
+from google.protobuf.message import DecodeError
 
 from protos import runc_options_pb2, task_types_pb2
 from protos import task_v2_pb2 as pb
 from shim import options
-from shim.errors import Unimplemented
+from shim.errors import InvalidArgument, Unimplemented
+from shim.task.checkpoint import CheckpointRequest
 from shim.task.process import Process, Stdio
 from shim.task.states import Op, State
 from shim.task.tasks import CreateRequest, MountSpec, Tasks
@@ -34,6 +38,7 @@ _EMPTY = empty_pb2.Empty()
 
 _STATUS = {
     State.CREATED: task_types_pb2.CREATED,
+    State.CREATED_CHECKPOINT: task_types_pb2.CREATED,
     State.RUNNING: task_types_pb2.RUNNING,
     State.PAUSING: task_types_pb2.PAUSING,
     State.PAUSED: task_types_pb2.PAUSED,
@@ -132,7 +137,8 @@ class TaskService:
 
     async def checkpoint(self, ctx, r: pb.CheckpointTaskRequest) -> empty_pb2.Empty:
         self.tasks.get(r.id)
-        raise Unimplemented("checkpoint is not implemented by pyshim yet")
+        await self.tasks.checkpoint(r.id, _checkpoint_request(r))
+        return _EMPTY
 
     async def kill(self, ctx, r: pb.KillRequest) -> empty_pb2.Empty:
         await self.tasks.kill(r.id, r.exec_id, r.signal, r.all)
@@ -174,6 +180,27 @@ class TaskService:
         if not self.tasks.containers:
             self._shutdown.set()
         return _EMPTY
+
+
+CHECKPOINT_OPTIONS = "containerd.runc.v1.CheckpointOptions"
+
+
+def _checkpoint_request(r: pb.CheckpointTaskRequest) -> CheckpointRequest:
+    if not r.HasField("options") or not r.options.type_url:
+        return CheckpointRequest(path=r.path)
+    name = r.options.type_url.rsplit("/", 1)[-1]
+    if name != CHECKPOINT_OPTIONS:
+        raise InvalidArgument(f"unsupported checkpoint options type {r.options.type_url!r}: "
+                              f"pyshim accepts {CHECKPOINT_OPTIONS} or none")
+    try:
+        o = runc_options_pb2.CheckpointOptions.FromString(r.options.value)
+    except DecodeError as e:
+        raise InvalidArgument(f"cannot decode checkpoint options: {e}") from None
+    return CheckpointRequest(
+        path=r.path, exit=o.exit, open_tcp=o.open_tcp, external_unix_sockets=o.external_unix_sockets,
+        terminal=o.terminal, file_locks=o.file_locks, empty_namespaces=tuple(o.empty_namespaces),
+        cgroups_mode=o.cgroups_mode, image_path=o.image_path, work_path=o.work_path,
+    )
 
 
 def _exit_message(cls, p: Process, with_pid: bool = False):

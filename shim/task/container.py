@@ -9,6 +9,10 @@ Rules:
   when the container is deleted).
 - Event order per process: the start event is queued while `lifecycle` is held; the exit handler takes
   `lifecycle` before it queues the exit. The init's exit is queued after all its execs' exits.
+- A container created from a checkpoint (`restore` set) runs nothing at create: its stdio is prepared and
+  Start runs the backend's restore, which creates a new init pid (registered like an exec's).
+- An init that exits while paused gets its cgroup resumed, so what is left of the container can die
+  (upstream pausedState.SetExited).
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import trio
 
 from runtime import base as rt
 from runtime.errors import BackendError, ContainerNotFound
-from shim.errors import AlreadyExists, FailedPrecondition, NotFound
+from shim.errors import AlreadyExists, FailedPrecondition, NotFound, Unknown
+from shim.task import checkpoint as ckpt
 from shim.task.errmap import backend_error
 from shim.task.process import Process, Stdio
 from shim.task.states import Op, State
@@ -37,7 +42,7 @@ IO_DRAIN_TIMEOUT = 2.0  # as the runc shim (C16) waits for output before Delete 
 class Container:
     def __init__(self, *, id: str, bundle: str, namespace: str, backend: rt.RuntimeBackend,
                  stdio: Stdio, rootfs: str | None, io_factory, register_pid: Callable,
-                 options=None) -> None:
+                 options=None, restore: rt.CriuOptions | None = None) -> None:
         self.id = id
         self.bundle = bundle
         self.namespace = namespace
@@ -45,6 +50,8 @@ class Container:
         self.rootfs = rootfs  # the mount target we own, None if containerd sent no mounts
         self.ref = rt.ContainerRef(id, bundle)
         self.options = options  # shim.options.RuntimeOptions or None
+        self.restore = restore  # CRIU options of the checkpoint this container is created from
+        self._no_pivot = False
         self.init = Process(id, "", stdio)
         self.execs: dict[str, Process] = {}
         self.io_nursery: trio.Nursery | None = None
@@ -69,6 +76,10 @@ class Container:
         """Run the runtime's create for the init; returns its pid. `sub` is an open reaper subscription."""
         p = self.init
         p.io = await self._io_factory(p.stdio, p)
+        if self.restore is not None:
+            self._no_pivot = create_spec_kwargs.get("no_pivot", False)
+            p.state = State.CREATED_CHECKPOINT
+            return 0  # upstream: no pid until Start restored the checkpoint
         try:
             spec = rt.CreateSpec(
                 id=self.id, bundle=self.bundle, pid_file=os.path.join(self.bundle, "init.pid"),
@@ -93,6 +104,8 @@ class Container:
         p = self.process(exec_id)
         async with p.lock:
             p.check(Op.START)
+            if p.is_init and p.state is State.CREATED_CHECKPOINT:
+                return await self._restore_init(p, sub, emit)
             if p.is_init:
                 return await self._start_init(p, emit)
             if self.init.exited or self.init.state in (State.STOPPED, State.DELETED):
@@ -109,6 +122,28 @@ class Container:
                 p.transition(Op.START)
             emit.start(self.id, p.pid)
         return p.pid
+
+    async def _restore_init(self, p: Process, sub, emit) -> int:
+        async with p.lifecycle:
+            spec = rt.RestoreSpec(
+                id=self.id, bundle=self.bundle, pid_file=os.path.join(self.bundle, "init.pid"), criu=self.restore,
+                stdio=rt.Stdio(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
+                no_pivot=self._no_pivot,
+            )
+            try:
+                pid = await self.backend.restore(spec)
+            except BackendError as e:
+                raise backend_error(e) from None  # still created-from-checkpoint, as upstream
+            p.pid = pid
+            ex = sub.pop(pid)
+            if ex is None:
+                self._register_pid(pid, p)
+            await p.io.start(self.io_nursery)
+            p.transition(Op.START)
+            emit.start(self.id, pid)
+        if ex is not None:
+            await self.handle_exit(p, ex.status, ex.timestamp, emit)
+        return pid
 
     async def _start_exec(self, p: Process, sub, emit) -> int:
         p.io = await self._io_factory(p.stdio, p)
@@ -166,6 +201,7 @@ class Container:
         """Run by the exit loop (in the IO nursery) for a reaped process of this container."""
         if p.is_init:
             await self._kill_leftovers()
+            await self._thaw(p)
             with trio.move_on_after(IO_DRAIN_TIMEOUT * 2):
                 await self._execs_idle.wait()  # the init's exit is the container's last
         if p.io is not None:
@@ -183,6 +219,38 @@ class Container:
                 await self.backend.kill(self.ref, signal.SIGKILL, all=True)
             except BackendError as e:
                 log.debug("kill --all after init exit of %s: %s", self.id, e)
+
+    async def _thaw(self, p: Process) -> None:
+        """The init exited while paused (or pausing): resume the cgroup, errors only logged."""
+        if p.state not in (State.PAUSED, State.PAUSING):
+            return
+        async with p.lock:  # a pause in flight finishes first
+            if p.state is not State.PAUSED:
+                return
+            try:
+                await self.backend.resume(self.ref)
+            except BackendError as e:
+                log.debug("resume after the exit of paused %s: %s", self.id, e)
+
+    # -- checkpoint -----------------------------------------------------------------------
+    async def checkpoint(self, req: ckpt.CheckpointRequest) -> None:
+        plan = ckpt.plan_checkpoint(req, self.bundle)
+        p = self.init
+        async with p.lock:
+            p.check(Op.CHECKPOINT)
+            try:
+                await self.backend.checkpoint(self.ref, plan.spec)
+            except BackendError as e:
+                raise backend_error(e) from None
+            finally:
+                with trio.move_on_after(30, shield=True):
+                    await ckpt.remove_work(plan.remove_work)
+        if plan.mirror_to:
+            images = plan.spec.criu.image_path
+            try:
+                await ckpt.mirror_images(images, plan.mirror_to)
+            except OSError as e:
+                raise Unknown(f"checkpoint written to {images}, but not to image_path {plan.mirror_to}: {e}") from None
 
     @functools.cached_property
     def shares_host_pidns(self) -> bool:

@@ -8,6 +8,8 @@ Rules:
   when the container is created and closed when it is deleted.
 - A failing container never affects another: every error is raised to the caller of that request.
 - `idle` is set whenever no container is left (Shutdown's condition).
+- An operation the container's backend lacks (runtime.base.Capability) is refused with Unimplemented before
+  anything runs or changes state; a create from a checkpoint is refused before its rootfs is mounted.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from typing import Sequence
 
 import trio
 
+from runtime.base import Capability
 from runtime.errors import BackendError
-from shim.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from shim.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from shim.task import checkpoint as ckpt
 from shim.task.container import Container
 from shim.task.errmap import backend_error
 from shim.task.process import Process, Stdio
@@ -101,6 +105,11 @@ class Tasks:
         if not os.path.isdir(req.bundle):
             raise InvalidArgument(f"bundle {req.bundle} does not exist")
         backend, cleanup = self._backend_factory(req.options, req.bundle)
+        restore = None
+        if req.checkpoint:
+            _need(backend, Capability.RESTORE, "restore from a checkpoint")
+            restore = ckpt.restore_criu(req.checkpoint, req.parent_checkpoint, req.bundle,
+                                        req.options.criu_work_path if req.options else "")
         _write_state(req.bundle, cleanup)
         rootfs = None
         if req.rootfs:
@@ -113,7 +122,7 @@ class Tasks:
             id=req.id, bundle=req.bundle, namespace=self.namespace, backend=backend, stdio=req.stdio,
             rootfs=rootfs, io_factory=lambda stdio, proc: self._io_factory(stdio, proc, container),
             register_pid=lambda pid, proc: self._pids.__setitem__(pid, (container, proc)),
-            options=req.options,
+            options=req.options, restore=restore,
         )
         self.containers[req.id] = container
         self.idle = trio.Event() if self.idle.is_set() else self.idle
@@ -181,6 +190,7 @@ class Tasks:
 
     async def pause(self, id: str) -> None:
         c = self.get(id)
+        _need(c.backend, Capability.PAUSE, "pause")
         p = c.init
         async with p.lock:
             p.check(Op.PAUSE)
@@ -195,6 +205,7 @@ class Tasks:
 
     async def resume(self, id: str) -> None:
         c = self.get(id)
+        _need(c.backend, Capability.PAUSE, "resume")
         p = c.init
         async with p.lock:
             nxt = p.check(Op.RESUME)
@@ -207,14 +218,26 @@ class Tasks:
 
     async def update(self, id: str, resources_json: bytes) -> None:
         c = self.get(id)
+        _need(c.backend, Capability.UPDATE, "update")
+        try:
+            if not isinstance(json.loads(resources_json or b"null"), dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            raise InvalidArgument(f"update resources must be an OCI LinuxResources JSON object: {e}") from None
         c.init.check(Op.UPDATE)
         try:
             await c.backend.update(c.ref, resources_json)
         except BackendError as e:
             raise backend_error(e) from None
 
+    async def checkpoint(self, id: str, req: ckpt.CheckpointRequest) -> None:
+        c = self.get(id)
+        _need(c.backend, Capability.CHECKPOINT, "checkpoint")
+        await c.checkpoint(req)
+
     async def pids(self, id: str) -> list[tuple[int, str]]:
         c = self.get(id)
+        _need(c.backend, Capability.PS, "listing pids (ps)")
         try:
             pids = await c.backend.ps(c.ref)
         except BackendError as e:
@@ -226,6 +249,11 @@ class Tasks:
         p = self.get(id).process(exec_id)
         await p.wait()
         return p
+
+
+def _need(backend, cap: Capability, what: str) -> None:
+    if cap not in backend.capabilities:
+        raise Unimplemented(f"runtime {backend.name!r} does not support {what}")
 
 
 def _write_state(bundle: str, cleanup: dict) -> None:
