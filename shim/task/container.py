@@ -28,6 +28,8 @@ import trio
 
 from runtime import base as rt
 from runtime.errors import BackendError, ContainerNotFound
+from shim.cgroups.cgroup import ContainerCgroup
+from shim.cgroups.oom import OomWatcher
 from shim.errors import AlreadyExists, FailedPrecondition, NotFound, Unknown
 from shim.task import checkpoint as ckpt
 from shim.task.errmap import backend_error
@@ -56,6 +58,8 @@ class Container:
         self.execs: dict[str, Process] = {}
         self.io_nursery: trio.Nursery | None = None
         self.closed = trio.Event()  # set when the container is gone: its IO nursery closes
+        self.cgroup: ContainerCgroup | None = None  # located from the init pid (Stats, OOM)
+        self.oom: OomWatcher | None = None  # runs in the IO nursery from the init's start
         self._io_factory = io_factory  # async (Stdio, Process) -> ProcessIO
         self._register_pid = register_pid  # (pid, Process) -> None
         self._running_execs = 0
@@ -98,6 +102,7 @@ class Container:
         p.pid = pid
         if sub.pop(pid) is None:  # else: already exited, the caller handles it after the create event
             self._register_pid(pid, p)
+            self.cgroup = ContainerCgroup.locate(self.id, pid)
         return pid
 
     async def start(self, exec_id: str, sub, emit) -> int:
@@ -121,7 +126,17 @@ class Container:
             if p.state is State.CREATED:
                 p.transition(Op.START)
             emit.start(self.id, p.pid)
+            await self._watch_oom(emit)
         return p.pid
+
+    async def _watch_oom(self, emit) -> None:
+        """The OOM watch starts with the init (as upstream); not finding the cgroup is only logged."""
+        if self.cgroup is None:
+            self.cgroup = ContainerCgroup.locate(self.id, self.init.pid)
+        if self.cgroup is not None and self.oom is None:
+            self.oom = OomWatcher.for_cgroup(self.id, self.cgroup.paths, lambda: emit.oom(self.id))
+            if self.oom is not None:
+                await self.io_nursery.start(self.oom.run)
 
     async def _restore_init(self, p: Process, sub, emit) -> int:
         async with p.lifecycle:
@@ -141,6 +156,8 @@ class Container:
             await p.io.start(self.io_nursery)
             p.transition(Op.START)
             emit.start(self.id, pid)
+            if ex is None:
+                await self._watch_oom(emit)
         if ex is not None:
             await self.handle_exit(p, ex.status, ex.timestamp, emit)
         return pid
@@ -206,6 +223,8 @@ class Container:
                 await self._execs_idle.wait()  # the init's exit is the container's last
         if p.io is not None:
             await p.io.drain(IO_DRAIN_TIMEOUT)
+        if p.is_init and self.oom is not None:
+            await self.oom.drain(killed=status == 128 + signal.SIGKILL)  # /tasks/oom before /tasks/exit
         async with p.lifecycle:
             p.set_exited(status, at)
             emit.exit(self.id, p.id, p.pid, status, at)

@@ -1,0 +1,40 @@
+"""Stats of a container: its cgroup sampled off the event loop, with bounded concurrency.
+
+Rules:
+- Stats is per container (StatsRequest has no exec id): the init's cgroup holds every process of it.
+- Allowed while the init exists (created, running, paused, pausing). An init that has exited (stopped or
+  deleted) answers FailedPrecondition: its cgroup is empty and about to be removed. (The runc shim still
+  samples the empty cgroup until Delete.) No cgroup found for a live init -> NotFound "cgroup does not
+  exist", as upstream.
+- The sample (file reads, and on v1 a netlink dump in the init's network namespace) runs in a worker
+  thread; at most LIMIT run at once so a burst of Stats calls for a large group cannot flood the thread
+  pool, and the event loop is never blocked by cgroupfs.
+- The cgroup is located after Create (shim/task/container.py); if that failed it is located here.
+"""
+from __future__ import annotations
+
+import trio
+
+from shim.cgroups.cgroup import ContainerCgroup
+from shim.errors import FailedPrecondition, NotFound
+from shim.task.states import State
+
+LIMIT = 4
+_LIVE = (State.CREATED, State.RUNNING, State.PAUSING, State.PAUSED)
+
+
+class StatsCollector:
+    def __init__(self, limit: int = LIMIT) -> None:
+        self._limiter = trio.CapacityLimiter(limit)
+
+    async def collect(self, container) -> tuple[str, bytes]:
+        """(type_url, serialized Metrics) of `container` (a shim.task.container.Container)."""
+        init = container.init
+        if init.exited or init.state not in _LIVE or not init.pid:
+            raise FailedPrecondition(f"container {container.id} init process is not running")
+        cg = container.cgroup
+        if cg is None:
+            cg = container.cgroup = ContainerCgroup.locate(container.id, init.pid)
+            if cg is None:
+                raise NotFound("cgroup does not exist")
+        return await trio.to_thread.run_sync(cg.sample, init.pid, limiter=self._limiter)
