@@ -7,7 +7,7 @@ Rules:
   messages are byte-identical (only the proto package differs), so the v2 classes decode both.
 - "Not exited" is sent as Go's zero time (seconds -62135596800), exactly as the Go shim does: containerd
   2.x turns an absent Timestamp into the Unix epoch, not into the zero time.
-- Stats answers UNIMPLEMENTED until the resources work lands (never a fake success).
+- Stats answers the container's cgroup metrics in the Any containerd expects (shim/task/stats.py).
 - Checkpoint options: containerd.runc.v1.CheckpointOptions (what ctr, the client library and CRI send for
   any runtime) or none; another type is InvalidArgument.
 """
@@ -27,6 +27,7 @@ from shim.errors import InvalidArgument, Unimplemented
 from shim.task.checkpoint import CheckpointRequest
 from shim.task.process import Process, Stdio
 from shim.task.states import Op, State
+from shim.task.stats import StatsCollector
 from shim.task.tasks import CreateRequest, MountSpec, Tasks
 from ttrpc.server import Method
 
@@ -57,6 +58,7 @@ def _set_time(ts, when: float | None) -> None:
 class TaskService:
     def __init__(self, tasks: Tasks, shutdown: trio.Event) -> None:
         self.tasks = tasks
+        self._stats = StatsCollector()
         self._shutdown = shutdown
 
     def methods(self) -> dict[str, Method]:
@@ -169,8 +171,9 @@ class TaskService:
         return _exit_message(pb.WaitResponse, await self.tasks.wait(r.id, r.exec_id))
 
     async def stats(self, ctx, r: pb.StatsRequest) -> pb.StatsResponse:
-        self.tasks.get(r.id)
-        raise Unimplemented("stats are not implemented by pyshim yet")
+        resp = pb.StatsResponse()
+        resp.stats.type_url, resp.stats.value = await self._stats.collect(self.tasks.get(r.id))
+        return resp
 
     async def connect(self, ctx, r: pb.ConnectRequest) -> pb.ConnectResponse:
         c = self.tasks.containers.get(r.id)
