@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from protos import runc_options_pb2, task_types_pb2
 from protos import task_v2_pb2 as pb
 from shim import options
-from shim.errors import InvalidArgument, Unimplemented
+from shim.errors import InvalidArgument
 from shim.task.checkpoint import CheckpointRequest
 from shim.task.process import Process, Stdio
 from shim.task.states import Op, State
