@@ -14,9 +14,11 @@ Rules (shim-v2.md §3, §4, §7, §10.1):
 - The options Any on stdin is decoded only by a start that spawns a daemon; undecodable bytes fail the start
   before anything is spawned. ``containerd.runc.v1.Options.shim_cgroup`` moves the daemon into that cgroup.
 - The daemon's oom_score_adj is containerd's (our parent's) + 1, clamped to [-1000, 1000]; EPERM/EACCES ignored.
-- The daemon is spawned by ``spawn_daemon`` alone (a fork server may replace it): same program, argv
-  ``-namespace NS -id ID -address ADDR [-debug]``, cwd = bundle, stdio on /dev/null (containerd waits for EOF
-  on our stdout/stderr pipe), a new session, inherited environment, the listener as fd 3.
+- The daemon is made by ``spawn_daemon`` alone: forked by the fork server when it is running (shim/forkserver*.py,
+  docs/architecture.md "Process model"), else spawned fresh and the fork server revived in the background.
+  Either way: same program, argv ``-namespace NS -id ID -address ADDR [-debug]``, cwd = bundle, stdio on
+  /dev/null (containerd waits for EOF on our stdout/stderr pipe), a new session, our environment, umask,
+  limits and cgroups, the listener as fd 3.
 - After the daemon was spawned, any failure kills it, and the socket file and ``./address`` are removed.
 - stdin and stdout by containerd version (protos/README.md): 1.6-2.2 write the options Any (or nothing) and
   read the plain address. 2.3+ write a binary BootstrapParams and prefer a binary BootstrapResult (they still
@@ -35,9 +37,10 @@ import errno
 import fcntl
 import os
 import sys
+from collections.abc import Mapping
 
 from shim import address as addr
-from shim import wire
+from shim import forkserver_client, forkserver_proto, wire
 from shim.flags import ShimFlags
 from shim.lean import SIGKILL, SIGPIPE, SIGXFSZ, unix_socket
 from shim.record import Record
@@ -145,13 +148,39 @@ def daemon_environ(program: list[str], environ: Mapping[str, str]) -> dict[str, 
 
 
 def spawn_daemon(flags: ShimFlags, listen_sock: Socket) -> int:
-    """Start the daemon with ``listen_sock`` as its fd 3; return its pid. cwd = the current directory."""
+    """Start the daemon with ``listen_sock`` as its fd 3; return its pid. cwd = the current directory.
+
+    The fork server forks it when it is there (forkserver_client.py); else a fresh process is spawned and
+    the fork server is brought back in the background for the next start."""
     program = daemon_program()
+    env = daemon_environ(program, os.environ)
+    if not forkserver_proto.enabled(env):
+        return spawn_fresh(flags, listen_sock, program, env)
+    location = forkserver_proto.Location.of(env)
+    old_umask = os.umask(0o022)
+    os.umask(old_umask)
+    request = forkserver_proto.Request(
+        argv=tuple(daemon_argv(flags)),
+        env=tuple(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()),
+        cwd=os.fsencode(os.getcwd()), umask=old_umask, program=tuple(program))
+    pid, _ = forkserver_client.request_daemon(location, request, listen_sock.fileno())
+    if pid:
+        return pid
+    pid = spawn_fresh(flags, listen_sock, program, env)
+    try:
+        forkserver_client.revive(location, env)
+    except OSError:
+        pass  # the fork server is an optimisation: never fail a start over it
+    return pid
+
+
+def spawn_fresh(flags: ShimFlags, listen_sock: Socket, program: list[str], env: dict[str, str]) -> int:
+    """posix_spawn a new interpreter as the daemon (no fork server)."""
     fd = listen_sock.fileno()
     source = fd if fd != 3 else os.dup(fd)  # dup2(3, 3) would keep FD_CLOEXEC set
     try:
         return os.posix_spawn(
-            program[0], program + daemon_argv(flags), daemon_environ(program, os.environ),
+            program[0], program + daemon_argv(flags), env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
@@ -298,7 +327,10 @@ def start(flags: ShimFlags, options: bytes, socket_dir: str = addr.SOCKET_DIR) -
     except BaseException:
         if pid:
             os.kill(pid, SIGKILL)
-            os.waitpid(pid, 0)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass  # forked by the fork server: init reaps it
         _unlink(path)
         _unlink(os.path.join(bundle, "address"))
         raise

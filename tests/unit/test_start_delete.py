@@ -193,6 +193,7 @@ def socket_dir():
 def fake_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     script = tmp_path / "fake_daemon.py"
     script.write_text(FAKE_DAEMON)
+    monkeypatch.setenv("PYSHIM_FORKSERVER", "off")  # the stand-in must be spawned, not forked
     monkeypatch.setattr(start, "daemon_program", lambda: [sys.executable, str(script)])
     spawned: list[int] = []
     real_spawn = start.spawn_daemon
