@@ -1,0 +1,78 @@
+"""The conformance skip list (skiplist.toml beside this file): what is not run, or may skip itself, and why.
+
+Rules:
+- ``[[skip]]`` entries are passed to the test binary as ``-test.skip``; they never run and are counted
+  as skipped with their reason.  ``[[expect_skip]]`` entries name tests the suite skips by itself here
+  (``t.Skip`` after probing the machine); any other self-skip is reported as a failure, so nothing is
+  skipped silently.
+- Every entry has ``test`` (a test name, ``Parent/Sub`` for a subtest; matched literally per level),
+  ``reason`` (non-empty), and optionally ``versions`` and ``runtimes`` restricting where it applies.
+- Unknown keys, an empty reason or a duplicate entry are errors: the file is checked when loaded.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT = Path(__file__).with_name("skiplist.toml")
+KEYS = {"test", "reason", "versions", "runtimes"}
+
+
+class SkipListError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str                    # "skip" or "expect_skip"
+    test: str
+    reason: str
+    versions: tuple[str, ...] = ()
+    runtimes: tuple[str, ...] = ()
+
+    def applies(self, version: str, runtime: str) -> bool:
+        return (not self.versions or version in self.versions) and (not self.runtimes or runtime in self.runtimes)
+
+    def covers(self, name: str) -> bool:
+        """True for the test itself and, for a parent test, its subtests."""
+        return name == self.test or name.startswith(self.test + "/")
+
+
+def load(path: Path = DEFAULT) -> list[Entry]:
+    data = tomllib.loads(path.read_text())
+    unknown = set(data) - {"skip", "expect_skip"}
+    if unknown:
+        raise SkipListError(f"{path}: unknown tables {sorted(unknown)}")
+    entries, seen = [], set()
+    for kind in ("skip", "expect_skip"):
+        for raw in data.get(kind, []):
+            bad = set(raw) - KEYS
+            if bad or not raw.get("test") or not str(raw.get("reason", "")).strip():
+                raise SkipListError(f"{path}: [[{kind}]] {raw.get('test')!r}: needs test and reason, "
+                                    f"allows {sorted(KEYS)} (unknown: {sorted(bad)})")
+            entry = Entry(kind, raw["test"], " ".join(raw["reason"].split()),
+                          tuple(raw.get("versions", ())), tuple(raw.get("runtimes", ())))
+            key = (entry.test, entry.versions, entry.runtimes)
+            if key in seen:
+                raise SkipListError(f"{path}: duplicate entry for {entry.test}")
+            seen.add(key)
+            entries.append(entry)
+    return entries
+
+
+def excluded(entries: list[Entry], version: str, runtime: str) -> list[Entry]:
+    return [e for e in entries if e.kind == "skip" and e.applies(version, runtime)]
+
+
+def skip_pattern(entries: list[Entry]) -> str:
+    """The ``-test.skip`` value for ``entries``: alternatives, each anchored per ``/`` level."""
+    return "|".join("/".join(f"^{re.escape(level)}$" for level in e.test.split("/")) for e in entries)
+
+
+def expected_skip(entries: list[Entry], version: str, runtime: str, name: str) -> Entry | None:
+    for e in entries:
+        if e.kind == "expect_skip" and e.applies(version, runtime) and e.covers(name):
+            return e
+    return None
