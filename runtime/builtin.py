@@ -58,6 +58,8 @@ RUNSC = OciConfig(
     # a plain bundle `start` fails "cannot run with network enabled in root network namespace". Containers started
     # through containerd without CNI therefore need --network=none; set global_flags to change it.
     global_flags=("--network=none",),
+    # state is <root>/<id>_sandbox:<sandbox id>.state (+ .lock), not a directory per container
+    state_dir_per_id=False,
     # after the sandbox exited, kill fails with "sandbox is not running" once the sandbox process was reaped, or
     # "connecting to control server at PID <n>: connection refused" while it is still a zombie
     finished_patterns=DEFAULT_FINISHED_PATTERNS + (r"sandbox is not running",

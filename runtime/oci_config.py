@@ -37,6 +37,7 @@ class OciConfig:
     criu_path: str = ""                        # --criu (only runc knows it; containerd 1.6's shim passes it)
     extra_env: tuple[tuple[str, str], ...] = ()
     log_name: str = "log.json"                 # in the bundle
+    state_dir_per_id: bool = True              # state is the directory <root>/<id> (runc, crun; not runsc)
     finished_patterns: tuple[str, ...] = DEFAULT_FINISHED_PATTERNS
     not_found_patterns: tuple[str, ...] = DEFAULT_NOT_FOUND_PATTERNS
     exists_patterns: tuple[str, ...] = DEFAULT_EXISTS_PATTERNS

@@ -43,7 +43,7 @@ def cleanup_info(backend, bundle: str) -> dict | None:
         return None
     argv = global_argv(cfg, bundle)
     return {"binary": cfg.binary, "root": cfg.root, "global_args": argv[3:],
-            "state_path": os.path.join(cfg.root, os.path.basename(bundle))}
+            "state_path": os.path.join(cfg.root, os.path.basename(bundle)) if cfg.state_dir_per_id else None}
 
 
 def make_backend(opts: RuntimeOptions, bundle: str, launcher, namespace: str, *, default_path: str | None = None):

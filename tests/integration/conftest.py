@@ -6,6 +6,8 @@ Rules:
   skips with the reason on a developer machine and *fails* under ``CI=true``: CI never passes on skips.
 - ``PYSHIM_CONTAINERD_VERSIONS=1.6.20,2.1.9`` restricts the version parameter (tools/run-tests runs one
   version per process); test ids carry ``containerd-<version>`` so ``-k containerd-1.7.24`` selects one too.
+- ``PYSHIM_E2E_BACKEND=crun|runsc`` configures pyshim for that backend for the whole session (``e2e_backend``);
+  scenarios a backend cannot show are strict xfails with the reason from backend_limits.py.
 - Fixtures own what they start: the session ``containerd`` fixture one daemon per version, ``containerd_factory``
   the daemons a test makes.  Teardown removes everything and fails the test if anything was left behind.
 """
@@ -22,10 +24,12 @@ import pytest
 
 from tests.prereq import unavailable
 
-from .harness import busybox, dist, orphans
+from . import backend_limits
+from .harness import busybox, dist, hostprep, orphans
 from .harness.daemon import ContainerdError, PrivateContainerd
 
 PYSHIM_BINARY = "containerd-shim-pyshim-v1"
+E2E_BACKEND = "PYSHIM_E2E_BACKEND"
 
 
 def _versions() -> tuple[str, ...]:
@@ -41,9 +45,36 @@ def _versions() -> tuple[str, ...]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
+    backend = os.environ.get(E2E_BACKEND, "")
+    limits = backend_limits.LIMITS.get(backend, {})
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+        reason = limits.get(getattr(item, "originalname", item.name))
+        if reason and "pyshim" in item.name:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"{backend}: {reason}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def e2e_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``PYSHIM_E2E_BACKEND=crun|runsc`` runs the session with pyshim configured for that backend: a pyshim.toml
+    named by $PYSHIM_CONFIG, which every containerd started here (and so every shim) inherits."""
+    backend = os.environ.get(E2E_BACKEND, "")
+    if not backend:
+        yield "runc"
+        return
+    if backend == "crun":
+        for change in hostprep.crun_cgroups():
+            print(f"host prepared for crun: {change}")
+    path = tmp_path_factory.mktemp("e2e-backend") / f"pyshim-{backend}.toml"
+    path.write_text(f'backend = "{backend}"\n')
+    old = os.environ.get("PYSHIM_CONFIG")
+    os.environ["PYSHIM_CONFIG"] = str(path)
+    yield backend
+    if old is None:
+        os.environ.pop("PYSHIM_CONFIG", None)
+    else:
+        os.environ["PYSHIM_CONFIG"] = old
 
 
 def new_id(prefix: str = "t") -> str:

@@ -127,3 +127,11 @@ def test_missing_config_path(containerd, pyshim_binary, busybox_rootfs, tmp_path
                            new_id("absent"), "/bin/true")
     assert code != 0 and f"pyshim config {absent}: no such file" in err, err
     assert os.path.exists(STATE_ROOT["runc"])  # sanity: the machine still has runc's root
+
+
+def test_session_backend_in_effect(containerd, pyshim_binary, busybox_rootfs, e2e_backend):
+    """The backend this session's scenarios run on (PYSHIM_E2E_BACKEND, default runc) is the one creating them."""
+    cid = new_id("session")
+    with running(containerd, PYSHIM, cid, busybox_rootfs, "/bin/sleep", "600"):
+        for backend in BACKENDS:
+            assert bool(state_entries(backend, containerd.namespace, cid)) == (backend == e2e_backend), backend

@@ -88,4 +88,6 @@ def test_exit_while_containerd_down(containerd_factory, runtime, busybox_rootfs)
             wait_until("the leaked shim to be shut down", lambda: not procs.alive(shim.pid), timeout=10)
             _gone(c, cid, shim)
     finally:
+        if c.pid is None:
+            c.start()  # failed while containerd was down: bring it back so cleanup can remove the task
         cleanup(c, cid)

@@ -185,3 +185,13 @@ def test_unreadable_spec_is_a_clear_error(tmp_path):
 def test_merge_is_recursive_for_tables_only():
     assert config.merge({"a": {"x": 1, "y": 2}, "l": [1]}, {"a": {"y": 3}, "l": [2]}) == \
         {"a": {"x": 1, "y": 3}, "l": [2]}
+
+
+def test_cleanup_info_names_the_state_delete_may_check(tmp_path):
+    """`delete` skips the runtime when the state path is gone; runsc has no per-id directory, so it has none."""
+    from shim.wiring import cleanup_info
+
+    runc = cleanup_info(backend_for(tmp_path), "/b/ctr1")
+    assert runc["state_path"] == "/run/containerd/runc/ns/ctr1" and runc["binary"] == "runc"
+    runsc = cleanup_info(backend_for(tmp_path, default_text='backend = "runsc"\n'), "/b/ctr1")
+    assert runsc["state_path"] is None and runsc["global_args"][-1] == "--network=none"

@@ -1,0 +1,29 @@
+"""What the end-to-end scenarios cannot show for a backend other than runc, and why (README "Choosing a backend").
+
+``tools/run-tests`` runs tests/integration/test_e2e_*.py a second and third time with pyshim configured for crun
+and for runsc (PYSHIM_E2E_BACKEND; conftest writes the pyshim.toml and points $PYSHIM_CONFIG at it).  A scenario
+listed here for that backend is marked ``xfail(strict=True)``: it must still fail, so the list cannot go stale --
+when gVisor (or the test) changes and the scenario passes, CI fails until the entry is removed.
+crun passes every scenario: it has no entry.
+"""
+from __future__ import annotations
+
+LIMITS: dict[str, dict[str, str]] = {
+    "runsc": {
+        "test_exit_codes": (
+            "gVisor delivers a signal the container's init sends itself (`kill -TERM $$`, `kill -9 $$`): the "
+            "task exits 143/137, where Linux ignores unhandled signals to a pid-namespace init and runc reports 0"),
+        "test_exit_while_containerd_down": (
+            "the scenario releases the container by creating a file in the rootfs from the host; gVisor's gofer "
+            "does not show host-side changes to a running sandbox's rootfs, so the container never exits"),
+        "test_kill_and_kill_all": (
+            "the scenario counts the container's processes in its host cgroup; under gVisor the cgroup holds the "
+            "sandbox and gofer, not the container's processes (kill and kill --all themselves work: 143/137)"),
+        "test_ps_lists_init_and_exec": (
+            "`runsc ps` lists sandbox-internal pids (1, 2, ...), not host pids, so `ctr task ps` cannot be matched "
+            "to host processes nor carry exec ids"),
+        "test_twenty_containers_at_once": (
+            "the scenario checks each container's host cgroup holds exactly its init pid; under gVisor it also "
+            "holds runsc-gofer and the sandbox's helper processes"),
+    },
+}
