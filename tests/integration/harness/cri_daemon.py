@@ -44,9 +44,19 @@ def q(value: object) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return q(value)
+
+
 def cri_config(major: int, *, cni_bin: Path, cni_conf: Path, hosts_dir: Path,
-               handlers: dict[str, str] = HANDLERS) -> str:
-    """The CRI part of containerd's config for containerd ``major`` (1 or 2)."""
+               handlers: dict[str, str] = HANDLERS, handler_options: dict[str, dict[str, object]] | None = None) -> str:
+    """The CRI part of containerd's config for containerd ``major`` (1 or 2).  ``handler_options`` gives a
+    handler its ``options`` table (e.g. pyshim's ``ConfigPath``, or an inline table containerd 1.7+ sends as
+    runtimeoptions config_body)."""
     lines: list[str] = []
     # This machine (and CI's) lacks CAP_SYS_RESOURCE: CRI's oom_score_adj -998 for sandboxes would make
     # runc's nsexec fail with EACCES, for every runtime.  restrict_oom_score_adj clamps it to containerd's.
@@ -72,6 +82,9 @@ def cri_config(major: int, *, cni_bin: Path, cni_conf: Path, hosts_dir: Path,
         section, sandbox_key = f"{cri}.containerd.runtimes", "sandbox_mode"
     for name, runtime_type in handlers.items():
         lines += [f"[{section}.{name}]", f"  runtime_type = {q(runtime_type)}", f'  {sandbox_key} = "podsandbox"']
+        options = (handler_options or {}).get(name)
+        if options:
+            lines += [f"[{section}.{name}.options]", *(f"  {k} = {toml_value(v)}" for k, v in options.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -79,8 +92,10 @@ class CriContainerd(PrivateContainerd):
     disabled_plugins = tuple(p for p in DISABLED_PLUGINS if p not in CRI_PLUGINS)
 
     def __init__(self, dist: Dist, *, registry_url: str, shim_dirs: Sequence[Path] = (),
-                 log_dir: Path | None = None, log_level: str = "debug") -> None:
+                 log_dir: Path | None = None, log_level: str = "debug", handlers: dict[str, str] = HANDLERS,
+                 handler_options: dict[str, dict[str, object]] | None = None) -> None:
         super().__init__(dist, shim_dirs=shim_dirs, log_dir=log_dir, log_level=log_level)
+        self.handlers, self.handler_options = handlers, handler_options
         self.registry_url = registry_url
         self.cni_bin = self.run_dir / "cni" / "bin"
         self.cni_conf = self.run_dir / "cni" / "net.d"
@@ -92,7 +107,8 @@ class CriContainerd(PrivateContainerd):
     # -- configuration ---------------------------------------------------------------------------------------
     def config_text(self) -> str:
         return super().config_text() + "\n" + cri_config(
-            self.dist.major, cni_bin=self.cni_bin, cni_conf=self.cni_conf, hosts_dir=self.hosts_dir)
+            self.dist.major, cni_bin=self.cni_bin, cni_conf=self.cni_conf, hosts_dir=self.hosts_dir,
+            handlers=self.handlers, handler_options=self.handler_options)
 
     def _prepare(self) -> None:
         from .cri_registry import write_hosts
