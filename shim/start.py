@@ -25,9 +25,10 @@ Rules (shim-v2.md §3, §4, §7, §10.1):
   accept the plain address). A BootstrapParams is recognised as upstream 2.4 does: it decodes and its
   instance_id and namespace equal ``-id`` and ``-namespace`` (a legacy Any never passes: its type_url would
   have to equal the id). Then its socket_dir (if set) replaces /run/containerd/s, the runtime options are
-  the ``containerd.runc.v1.Options`` extension (if any), and the answer is BootstrapResult{version 2 (task
-  API v2: containerd keeps calling start per container), address, "ttrpc"}, whose last bytes are the
-  protocol string, never whitespace (2.3.0 trims before decoding).
+  the ``containerd.runc.v1.Options`` extension (if any), and the answer is BootstrapResult{version 3 (task
+  API v3, as upstream's runc shim answers; containerd may then attach a CRI pod's other containers to this
+  shim without a start of their own, which the daemon serves like grouped ones), address, "ttrpc"}, whose
+  last bytes are the protocol string, never whitespace (2.3.0 trims before decoding).
 - Standard library only (critical path), and none of the modules that load enum/re (see lean.py).
 """
 
@@ -299,7 +300,7 @@ def bootstrap_params(stdin_bytes: bytes, flags: ShimFlags) -> Bootstrap | None:
 
 def bootstrap_result(address: str) -> bytes:
     """containerd.runtime.bootstrap.v1.BootstrapResult {1 version int32, 2 address, 3 protocol}."""
-    return wire.uint_field(1, 2) + wire.string_field(2, address) + wire.string_field(3, "ttrpc")
+    return wire.uint_field(1, 3) + wire.string_field(2, address) + wire.string_field(3, "ttrpc")
 
 
 def start(flags: ShimFlags, options: bytes, socket_dir: str = addr.SOCKET_DIR) -> str:

@@ -326,7 +326,7 @@ def test_bootstrap_params_are_recognised_like_upstream() -> None:
 def test_bootstrap_result_decodes_and_does_not_end_in_whitespace() -> None:
     data = start.bootstrap_result("unix:///run/containerd/s/abc")
     result = bootstrap_pb2.BootstrapResult.FromString(data)
-    assert (result.version, result.address, result.protocol) == (2, "unix:///run/containerd/s/abc", "ttrpc")
+    assert (result.version, result.address, result.protocol) == (3, "unix:///run/containerd/s/abc", "ttrpc")
     assert data == data.rstrip()
 
 
@@ -338,7 +338,7 @@ def test_start_answers_a_bootstrap_handshake_in_kind(
     output = start.run(flags, bootstrap_params_bytes("c1", "ns", socket_dir))
     result = bootstrap_pb2.BootstrapResult.FromString(output)
     assert result.address == addr.socket_address("/run/ctrd.sock", "ns", "c1", socket_dir)
-    assert (result.version, result.protocol) == (2, "ttrpc") and len(fake_daemon) == 1
+    assert (result.version, result.protocol) == (3, "ttrpc") and len(fake_daemon) == 1
     assert (bundle / "address").read_bytes() == result.address.encode()
 
 
