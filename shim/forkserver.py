@@ -39,6 +39,7 @@ CHECK_INTERVAL = 2.0
 POOL = 2
 BACKLOG = 4096
 LOG_LIMIT = 1 << 20
+SERVER_NAME = "pyshim-forkserver"  # command lines: "<name> <dir>", for ps and tests
 ZYGOTE_NAME = "pyshim-forkserver-zygote"
 
 
@@ -146,7 +147,7 @@ class Server:
                     ours.detach()
                     for channel in self.zygotes.values():
                         channel.detach()
-                    zygote.run(listen_fd, theirs.detach(), self.gate, ZYGOTE_NAME)
+                    zygote.run(listen_fd, theirs.detach(), self.gate, [ZYGOTE_NAME, self.location.directory])
             finally:
                 os._exit(0)
         theirs.close()
@@ -164,13 +165,17 @@ class Server:
             for fd, _ in poller.poll(CHECK_INTERVAL * 1000):
                 channel = self.zygotes.pop(fd)
                 try:
-                    word = channel.recv(64)
+                    word = channel.recv(512)
                 except OSError:
                     word = b""
                 channel.close()
                 if word == zygote.RESTART:
                     self.restart(zygote.CODE_CHANGED)
-                self.taken += 1
+                if word.startswith(zygote.TAKEN):
+                    self.taken += 1
+                    self.log(f"daemon {word[len(zygote.TAKEN):].decode(errors='replace').strip()}")
+                else:
+                    self.log("a zygote exited unused")
             if time.monotonic() - last_check >= CHECK_INTERVAL:
                 last_check = time.monotonic()
                 self.housekeeping()
@@ -212,7 +217,7 @@ def main(argv: list[str]) -> int:
         failed = preload.preload()
         area = forkserver_child.ArgvArea.of_self()
         server.gate = zygote.Gate(preload.Watch(preload.roots()), area)
-        area.write(["pyshim-forkserver", location.directory])
+        area.write([SERVER_NAME, location.directory])
         server.bind()
         gc.collect()
         gc.freeze()

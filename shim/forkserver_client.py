@@ -51,10 +51,12 @@ def request_daemon(location: Location, req: Request, listen_fd: int,
             return 0, f"fork server unavailable: {exc}"
         try:
             data = sock.recv(_REPLY_MAX)
-        except OSError:  # timed out (or the connection broke): make sure no late daemon serves the socket
+        except OSError as exc:  # timed out or broken: make sure no late daemon serves the socket
             data = _last_word(sock)
             if data is None:
-                return 0, f"fork server gave no answer within {timeout:g} s"
+                if isinstance(exc, TimeoutError):
+                    return 0, f"fork server gave no answer within {timeout:g} s"
+                return 0, f"fork server dropped the request: {exc}"
         return decode_reply(data)
     finally:
         sock.close()

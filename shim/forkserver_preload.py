@@ -6,8 +6,8 @@ Rules:
   fork server itself are skipped. A module that fails to import is reported, not fatal (a daemon importing it
   would fail the same way, in the daemon, where containerd sees it).
 - LAZY names the other modules daemons import only inside functions (measured by running containers through
-  a forked daemon with PYSHIM_FORKSERVER_TRACE set, see forkserver_child.py): preloading them keeps them
-  shared instead of loaded again in every daemon.
+  forked daemons with PYSHIM_FORKSERVER_TRACE set in containerd's environment, see forkserver_child.py):
+  preloading them keeps them shared instead of loaded again in every daemon.
 - ``warm`` does the one-time work a daemon's first requests would otherwise pay in every process: the
   entry-point scan of runtime/registry.py (importlib.metadata caches the distributions it read).
 - No threads may exist afterwards (the server forks); ``preload`` checks it.
@@ -26,10 +26,10 @@ import threading
 PACKAGES = ("shim", "ttrpc", "runtime", "protos")
 SKIP = frozenset({"shim.__main__", "shim.forkserver"})
 LAZY = (
-    "subprocess", "json", "tempfile", "shutil", "ctypes.util", "uuid",
-    "trio._subprocess", "trio._highlevel_open_unix_stream", "trio._unix_pipes",
-    "google.protobuf.json_format", "google.protobuf.timestamp_pb2", "google.protobuf.any_pb2",
-    "google.protobuf.empty_pb2",
+    # importlib.metadata reads a distribution's METADATA with these when runtime/registry.py names the
+    # entry point it loads (each daemon's first Create). Found with PYSHIM_FORKSERVER_TRACE over
+    # run/exec/ps/pause/resume/metrics/kill/delete; everything else a daemon imports is already loaded.
+    "email.parser", "email.feedparser",
 )
 
 

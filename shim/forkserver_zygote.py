@@ -14,8 +14,8 @@ Rules:
   the argv area, carry exactly one socket descriptor, come from a peer in the server's namespaces, and the
   installed code must be what the server preloaded. A refusal is answered and the zygote waits again;
   "code changed" is also reported to the server on the channel (it restarts) and ends the zygote.
-- An accepted request: the zygote closes the listener and the channel (the server sees EOF and forks the
-  next zygote) and becomes the daemon (forkserver_child.become_daemon, which replies to ``start``).
+- An accepted request: the zygote tells the server its pid and the container (for the server's log), closes
+  the listener and the channel (the server sees EOF and forks the next zygote) and becomes the daemon (forkserver_child.become_daemon, which replies to ``start``).
 - Nothing here returns: every path ends in os._exit, so none of the server's cleanup ever runs here.
 """
 
@@ -34,7 +34,8 @@ from shim.flags import FlagError, HelpRequested, parse
 REQUEST_TIMEOUT = 1.0
 NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "user", "cgroup")
 CODE_CHANGED = "installed code changed"
-RESTART = b"restart"  # zygote -> server on the channel
+RESTART = b"restart"  # zygote -> server on the channel: the code changed
+TAKEN = b"taken"  # zygote -> server: "taken <pid> <namespace> <id>", then EOF
 _CRED = struct.Struct("3i")
 
 
@@ -85,7 +86,7 @@ def receive(conn: socket.socket) -> tuple[int, int, bytes, int, list[int]]:
     return peer, uid, data, msg_flags, fds
 
 
-def run(listen_fd: int, channel_fd: int, gate: Gate, name: str) -> None:
+def run(listen_fd: int, channel_fd: int, gate: Gate, title: list[str]) -> None:
     """The zygote's life; never returns."""
     code = 0
     try:
@@ -95,8 +96,8 @@ def run(listen_fd: int, channel_fd: int, gate: Gate, name: str) -> None:
         os.closerange(0, low)
         os.closerange(low + 1, high)
         os.closerange(high + 1, 1 << 30)
-        gate.area.write([name])
-        forkserver_child.set_comm(name)
+        gate.area.write(title)
+        forkserver_child.set_comm(title[0])
         listener = socket.socket(fileno=listen_fd)
         listener.setblocking(False)  # several zygotes may wake for one connection
         channel = socket.socket(fileno=channel_fd)
@@ -131,9 +132,17 @@ def _serve(conn: socket.socket, listener: socket.socket, channel: socket.socket,
         if error:
             conn.send(proto.encode_reply(error=error), socket.MSG_NOSIGNAL)
             if error == CODE_CHANGED:
-                channel.send(RESTART, socket.MSG_NOSIGNAL)
-                os._exit(0)
+                try:
+                    channel.send(RESTART, socket.MSG_NOSIGNAL)
+                finally:
+                    os._exit(0)
             return None
+        flags = parse(req.argv)
+        try:
+            channel.send(b"%s %d %s %s" % (TAKEN, os.getpid(), flags.namespace.encode(), flags.id.encode()),
+                         socket.MSG_NOSIGNAL)
+        except OSError:
+            pass  # the server is gone: serving this request does not need it
         listener.close()
         channel.close()  # the server forks the next zygote
         conn_fd, listen_fd = conn.detach(), fds[0]
