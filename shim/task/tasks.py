@@ -33,6 +33,8 @@ from shim.task.states import Op, State
 log = logging.getLogger(__name__)
 
 STATE_FILE = "pyshim.json"  # what `delete` needs to clean up after us (see shim/delete.py)
+# Creates of one shim (a group) run in parallel, never under a lock; at most this many backend creates at once.
+CREATE_LIMIT = max(4, 2 * (os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class CreateRequest:
 
 
 class Tasks:
-    def __init__(self, *, namespace: str, reaper, events, backend_factory, io_factory) -> None:
+    def __init__(self, *, namespace: str, reaper, events, backend_factory, io_factory,
+                 create_limit: int = CREATE_LIMIT) -> None:
         self.namespace = namespace
         self.reaper = reaper
         self.events = events
@@ -67,6 +70,7 @@ class Tasks:
         self._nursery: trio.Nursery | None = None
         self.idle = trio.Event()
         self.idle.set()
+        self._creates = trio.CapacityLimiter(create_limit)
 
     # -- the daemon's tasks -----------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -128,12 +132,13 @@ class Tasks:
         self.idle = trio.Event() if self.idle.is_set() else self.idle
         try:
             container.io_nursery = await self._nursery.start(self._container_scope, container.closed)
-            with self.reaper.subscribe() as sub:
-                pid = await container.create(sub, dict(
-                    no_pivot=req.options.no_pivot_root if req.options else False,
-                    no_new_keyring=req.options.no_new_keyring if req.options else False,
-                ))
-                early = sub.pop(pid)
+            async with self._creates:
+                with self.reaper.subscribe() as sub:
+                    pid = await container.create(sub, dict(
+                        no_pivot=req.options.no_pivot_root if req.options else False,
+                        no_new_keyring=req.options.no_new_keyring if req.options else False,
+                    ))
+                    early = sub.pop(pid)
         except BaseException:
             with trio.move_on_after(10, shield=True):
                 await self._forget(container)

@@ -1,0 +1,61 @@
+"""Creates in one shim (a group) run in parallel, bounded by the task table's create limit.
+
+A backend whose create waits on the test shows how many creates are inside the runtime at once: with no lock
+across the runtime's create, as many as the limit are; never more. (The Go runc shim holds a lock across
+`runc create` in a group, so its creates run one at a time.)
+"""
+from __future__ import annotations
+
+import trio
+
+from protos import task_v2_pb2 as pb
+
+from .taskfakes import FakeBackend, harness
+
+
+class GatedBackend(FakeBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.most = 0
+        self.gate = trio.Event()
+
+    async def create(self, spec):
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        try:
+            await self.gate.wait()
+            return await super().create(spec)
+        finally:
+            self.inside -= 1
+
+
+async def create_many(tmp_path, count: int, limit: int) -> GatedBackend:
+    backend = GatedBackend()
+    async with harness(tmp_path, backend) as h:
+        h.tasks._creates.total_tokens = limit
+        pids = []
+
+        async def one(cid: str) -> None:
+            pids.append((await h.service.create(None, pb.CreateTaskRequest(id=cid, bundle=h.bundle(cid)))).pid)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(one, f"c{i}")
+            await trio.testing.wait_all_tasks_blocked()
+            assert backend.inside == min(count, limit)  # all the limit allows are in the runtime together
+            backend.gate.set()
+        assert len(set(pids)) == count
+        assert sorted(h.tasks.containers) == sorted(f"c{i}" for i in range(count))
+    return backend
+
+
+async def test_group_creates_run_in_parallel_up_to_the_limit(tmp_path):
+    backend = await create_many(tmp_path, 12, 5)
+    assert backend.most == 5
+
+
+async def test_fewer_creates_than_the_limit_all_run_at_once(tmp_path):
+    backend = await create_many(tmp_path, 3, 5)
+    assert backend.most == 3
+
