@@ -184,9 +184,14 @@ class Tasks:
         if not spec:
             raise InvalidArgument("exec spec is empty: an OCI Process JSON is required")
         try:
-            json.loads(spec)
+            process = json.loads(spec)
         except ValueError as e:
             raise InvalidArgument(f"exec spec is not valid JSON: {e}") from None
+        if not isinstance(process, dict):
+            raise InvalidArgument("exec spec is not a JSON object (an OCI Process)")
+        if bool(process.get("terminal")) != stdio.terminal:  # the request decides, as in the Go shim
+            process["terminal"] = stdio.terminal
+            spec = json.dumps(process).encode()
         c.add_exec(exec_id, stdio, spec)
         self.events.exec_added(id, exec_id)
 
