@@ -6,9 +6,10 @@ Rules:
   daemons and its death takes none down. A request therefore pays for no fork and never passes through the
   server: the zygote accepts on the server's listening socket itself.
 - Right after the fork: a new session, a fresh interpreter's signal dispositions, mask and wakeup fd, and
-  only two descriptors kept: the listener and the channel to the server (the server's Python sockets are
-  detached first, so no stale object can ever close a daemon's descriptor). Then it waits for a connection
-  or for EOF on the channel (the server exited, crashed or restarted), which ends it.
+  only the listener and the channel to the server kept, with /dev/null on 0-2 (the server's Python sockets
+  are detached first, so no stale object can ever close a daemon's descriptor). A trial trio run builds a
+  daemon's parts (``warm``, off the critical path). Then it waits for a connection or for EOF on the channel
+  (the server exited, crashed or restarted), which ends it.
 - Per connection (``Gate.check``): the peer's SO_PEERCRED uid must be 0, else the connection is closed
   unanswered; the request must arrive within REQUEST_TIMEOUT, decode, be a daemon command line that fits
   the argv area, carry exactly one socket descriptor, come from a peer in the server's namespaces, and the
@@ -27,6 +28,8 @@ import socket
 import stat
 import struct
 import sys
+
+import trio
 
 from shim import forkserver_child, forkserver_proto as proto
 from shim.flags import FlagError, HelpRequested, parse
@@ -73,6 +76,21 @@ class Gate:
         return "", req
 
 
+def warm() -> None:
+    """A trial trio run that builds a daemon's parts, while nobody waits: the first run in a fresh process
+    costs ~3 ms more CPU than later ones (first calls, copy-on-write faults), paid here instead of by start."""
+    from shim.flags import ShimFlags
+    from shim.wiring import build
+
+    async def trial() -> None:
+        build(ShimFlags(namespace="warm-up", id="warm-up"))
+
+    try:
+        trio.run(trial)
+    except Exception:  # noqa: BLE001 - an optimisation only; the daemon reports its own failures
+        pass
+
+
 def receive(conn: socket.socket) -> tuple[int, int, bytes, int, list[int]]:
     """(peer pid, peer uid, request bytes, msg flags, received fds); nothing is read from a non-root peer."""
     peer, uid, _ = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
@@ -96,8 +114,13 @@ def run(listen_fd: int, channel_fd: int, gate: Gate, title: list[str]) -> None:
         os.closerange(0, low)
         os.closerange(low + 1, high)
         os.closerange(high + 1, 1 << 30)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            if fd != null:
+                os.dup2(null, fd)
         gate.area.write(title)
         forkserver_child.set_comm(title[0])
+        warm()
         listener = socket.socket(fileno=listen_fd)
         listener.setblocking(False)  # several zygotes may wake for one connection
         channel = socket.socket(fileno=channel_fd)
