@@ -10,7 +10,8 @@ Rules:
 - Exit statuses follow the runc shim: the exit code, or 128 + the signal number.
 - `ReaperLauncher.run` is the only way the daemon runs a child program (runtime CLI, logger binary):
   posix_spawn (no Python code runs in the child), subscribe-then-spawn, and TERM/5 s/KILL of the
-  child if the caller is cancelled. CPython's subprocess is never used: it would waitpid itself.
+  child if the caller is cancelled. Captured output goes to a memfd read after the exit, never to a pipe whose
+  EOF could be held off by the command's own long-lived children. CPython's subprocess is never used: it would waitpid itself.
 """
 from __future__ import annotations
 
@@ -173,13 +174,14 @@ class ReaperLauncher:
                 child_in, feed_w = os.pipe2(os.O_CLOEXEC)
                 child_fds.append(child_in)
                 parent_fds.append(feed_w)
-            capture_r = None
+            capture = None
             if stdout is None or stderr is None:
-                capture_r, capture_w = os.pipe2(os.O_CLOEXEC)
-                parent_fds.append(capture_r)
-                child_fds.append(capture_w)
-                stdout = capture_w if stdout is None else stdout
-                stderr = capture_w if stderr is None else stderr
+                # A file, not a pipe: a runtime command may leave children holding its stdout (runsc start of
+                # a pod's container leaves a gofer), and waiting for a pipe's EOF would then never end.
+                capture = os.memfd_create("pyshim-capture", os.MFD_CLOEXEC)
+                parent_fds.append(capture)
+                stdout = capture if stdout is None else stdout
+                stderr = capture if stderr is None else stderr
             actions = [
                 (os.POSIX_SPAWN_DUP2, child_in, 0),
                 (os.POSIX_SPAWN_DUP2, stdout, 1),
@@ -194,13 +196,12 @@ class ReaperLauncher:
                 if feed_w is not None:
                     parent_fds.remove(feed_w)  # _collect owns it from here on
                 try:
-                    output = await _collect(capture_r, _Feed(feed_w, stdin) if feed_w is not None else None)
-                    ex = await sub.wait(pid)
+                    ex = await _feed_and_wait(sub, pid, _Feed(feed_w, stdin) if feed_w is not None else None)
                 except BaseException:
                     with trio.move_on_after(self.KILL_GRACE + 2, shield=True):
                         await _terminate(pid, sub, self.KILL_GRACE)
                     raise
-            return RunResult(pid=pid, status=ex.status, output=output)
+            return RunResult(pid=pid, status=ex.status, output=_read_all(capture) if capture is not None else b"")
         finally:
             for fd in child_fds + parent_fds:
                 try:
@@ -299,27 +300,25 @@ class _Feed:
             self.close()
 
 
-async def _collect(capture_r: int | None, feed: _Feed | None) -> bytes:
-    """Feed stdin (then close it) and read captured output until EOF, concurrently."""
-    chunks: list[bytes] = []
+async def _feed_and_wait(sub: "Subscription", pid: int, feed: _Feed | None) -> Exit:
+    """Feed stdin (then close it) while waiting for the child's exit; a feed the child never read is dropped."""
+    if feed is None:
+        return await sub.wait(pid)
     try:
         async with trio.open_nursery() as nursery:
-            if feed is not None:
-                nursery.start_soon(feed.run)
-            if capture_r is not None:
-                os.set_blocking(capture_r, False)
-                while True:
-                    try:
-                        chunk = os.read(capture_r, 65536)
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_readable(capture_r)
-                        continue
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
+            nursery.start_soon(feed.run)
+            ex = await sub.wait(pid)
+            nursery.cancel_scope.cancel()
+        return ex
     finally:
-        if feed is not None:
-            feed.close()
+        feed.close()
+
+
+def _read_all(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 65536, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
     return b"".join(chunks)
 
 

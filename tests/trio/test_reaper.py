@@ -35,6 +35,28 @@ async def test_run_feeds_stdin_bytes():
         await _with_reaper(body)
 
 
+async def test_run_returns_when_a_leftover_child_keeps_stdout_open():
+    """runsc start leaves a gofer holding its stdout: the call ends at the command's exit, with its output."""
+    async def body(reaper, launcher):
+        res = await launcher.run(["/bin/sh", "-c", "sleep 30 & echo $!; echo done"])
+        lingering = int(res.output.split()[0])
+        try:
+            assert res.status == 0 and res.output.endswith(b"done\n")
+            os.kill(lingering, 0)  # still alive, still holding the capture file
+        finally:
+            os.kill(lingering, signal.SIGKILL)
+    with trio.fail_after(5):
+        await _with_reaper(body)
+
+
+async def test_run_does_not_wait_for_unread_stdin():
+    async def body(reaper, launcher):
+        res = await launcher.run(["/bin/true"], stdin=b"x" * 1_000_000)
+        assert res.status == 0 and res.output == b""
+    with trio.fail_after(5):
+        await _with_reaper(body)
+
+
 async def test_signal_exit_is_128_plus_signal():
     async def body(reaper, launcher):
         res = await launcher.run(["/bin/sh", "-c", "kill -TERM $$"])
