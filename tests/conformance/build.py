@@ -2,9 +2,10 @@
 
 Rules:
 - Nothing upstream enters this repository.  Sources are laid out and built under
-  CACHE/<version>/ (CACHE = $PYSHIM_CONFORMANCE_CACHE or ~/.cache/pyshim/conformance); the binary is
-  CACHE/<version>/client.test, valid while CACHE/<version>/stamp matches the inputs (suite version,
-  source origin, Go version).  The stamp is written last and a lock serialises builders, so a half-built
+  CACHE/<version>/ (CACHE = $PYSHIM_CONFORMANCE_CACHE or ~/.cache/pyshim/conformance); the test binary is
+  CACHE/<version>/client.test and the helpers the suite runs from PATH (TOOLS: ``runc-fp``, the failpoint
+  wrapper of runc that TestIssue9103/TestIssue10589 name as runc's BinaryName) are in CACHE/<version>/bin.
+  They are valid while CACHE/<version>/stamp matches the inputs (suite version, source origin, Go version).  The stamp is written last and a lock serialises builders, so a half-built
   tree is never used and CI rebuilds once per machine.
 - The containerd module comes from the Go module proxy (``go mod download``, checked against the checksum
   database) into the pyshim module cache ($PYSHIM_GOMODCACHE, default ~/.cache/pyshim/gomod).
@@ -37,6 +38,7 @@ BUILD_TIMEOUT = 3600
 # 1.x directories that are Go modules of their own (left out of the containerd module zip) and that
 # integration/client's go.mod replaces with in-tree paths: taken from Debian's source when absent.
 NESTED = ("integration/client", "api")
+TOOLS = {"runc-fp": "integration/failpoint/cmd/runc-fp"}
 
 
 class Unavailable(Exception):
@@ -174,24 +176,35 @@ def _lay_out(suite: Suite, src: Path) -> None:
 
 def stamp_text(suite: Suite) -> str:
     origin = f"{suite.module}@{suite.tag}" + (f" + Debian {suite.debian_suite} source" if suite.debian_suite else "")
-    return json.dumps({"suite": origin, "go": go_version()}, sort_keys=True) + "\n"
+    return json.dumps({"suite": origin, "go": go_version(), "tools": sorted(TOOLS)}, sort_keys=True) + "\n"
 
 
-def test_binary(version: str) -> Path:
-    """The cached test binary of ``version``, building it first when missing or stale."""
+@dataclass(frozen=True)
+class Built:
+    binary: Path   # the client suite's test binary
+    tools: Path    # directory of the helper binaries it runs from PATH
+
+    @property
+    def package_dir(self) -> Path:
+        """The suite's source directory: its tests run there, as under `go test` (testdata/)."""
+        return self.binary.parent / "src" / "integration" / "client"
+
+
+def test_binary(version: str) -> Built:
+    """The cached test binary and helpers of ``version``, building them first when missing or stale."""
     suite = SUITES.get(version)
     if suite is None:
         raise Unavailable(f"no containerd client suite known for {version}; known: {sorted(SUITES)}")
     vdir = CACHE / version
-    binary, stamp = vdir / "client.test", vdir / "stamp"
+    binary, stamp, built = vdir / "client.test", vdir / "stamp", Built(vdir / "client.test", vdir / "bin")
     want = stamp_text(suite)
     if binary.exists() and stamp.exists() and stamp.read_text() == want:
-        return binary
+        return built
     vdir.mkdir(parents=True, exist_ok=True)
     with open(vdir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if binary.exists() and stamp.exists() and stamp.read_text() == want:
-            return binary
+            return built
         stamp.unlink(missing_ok=True)
         src = vdir / "src"
         if src.exists():
@@ -200,5 +213,10 @@ def test_binary(version: str) -> Path:
         _run([GO, "test", "-c", "-o", str(binary) + ".new", "."], cwd=src / "integration" / "client",
              env=go_env(), timeout=BUILD_TIMEOUT)
         os.replace(str(binary) + ".new", binary)
+        built.tools.mkdir(exist_ok=True)
+        for name, package in TOOLS.items():
+            if (src / package).is_dir():
+                _run([GO, "build", "-o", str(built.tools / name), "./" + package], cwd=src, env=go_env(),
+                     timeout=BUILD_TIMEOUT)
         stamp.write_text(want)
-    return binary
+    return built

@@ -77,9 +77,16 @@ class RunResult:
         return [t for t in self.leaves() if t.status == "skip"]
 
 
-def write_junit(result: RunResult, suite_name: str, path: Path) -> None:
-    passed, failed, skipped = result.counts()
+def write_junit(runs: list[tuple[str, RunResult]], path: Path) -> None:
+    """One JUnit file, one ``testsuite`` per run, whose counts equal ``RunResult.counts()``."""
     root = ET.Element("testsuites")
+    for suite_name, result in runs:
+        _suite(root, suite_name, result)
+    ET.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)
+
+
+def _suite(root: ET.Element, suite_name: str, result: RunResult) -> None:
+    passed, failed, skipped = result.counts()
     suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(passed + failed + skipped),
                           failures=str(failed), errors="0", skipped=str(skipped))
     for t in result.leaves():
@@ -98,4 +105,3 @@ def write_junit(result: RunResult, suite_name: str, path: Path) -> None:
     for i, problem in enumerate(extra):
         case = ET.SubElement(suite, "testcase", classname=suite_name, name=f"runner-check-{i}")
         ET.SubElement(case, "failure", message="runner check").text = problem
-    ET.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)

@@ -5,12 +5,16 @@ Rules:
   busybox.py, built from Debian's busybox-static) and adds small layers written here.
 - ``served()`` maps each reference the suite pulls by name (its image list, integration/images, and the
   references its tests hard-code) to an image carrying the content those tests rely on:
-  * busybox (``testImage``; 1.36 for 1.7/2.x, 1.32 for 1.6): busybox plus a users layer with the accounts
-    the tests name (sys 3:3 for TestContainerUserID, www-data 33:33 for TestContainerUser/Username).
-  * volume-copy-up:2.1 (``testMultiLayeredImage``): three layers and a volume.
+  * busybox (``testImage``; 1.36 for 1.7/2.x, 1.32 for 1.6): like the official image an index of several
+    platforms (TestExportAllCases exports "all platforms" of it after pulling one); linux/amd64 is busybox
+    plus a layer with the accounts the tests name (sys 3:3 for TestContainerUserID, www-data 33:33 for
+    TestContainerUser/Username) and an ``nc`` that, like the official image's (busybox's nc_bloaty, which
+    catches SIGTERM and exits 128+15), ends on SIGTERM even as pid 1; Debian's busybox nc ignores it there,
+    which would hang TestBindLowPortNonOpt forever.
+  * volume-copy-up:2.1 and 2.2 (``testMultiLayeredImage``): three layers and a volume.
   * volume-ownership:2.1 and alpine:3.14.0 (``testUserNSImage`` of 2.x and 1.x): user ``backup`` (34),
     a ``bash`` (a script that execs busybox sh) and a setuid ``/usr/bin/passwd`` (TestUserNamespaces).
-  * pause (3.8 from the image list, 3.6 hard-coded): an index of three platforms with distinct small layers
+  * pause (3.8 and 3.10 from the image lists, 3.6 hard-coded): an index of three platforms with distinct small layers
     (TestImagePullAllPlatforms, TestImageUsage, TestLeaseResources, TestImagePullWithDistSourceLabel);
     pulled, fetched and unpacked by the suite, never run.
   * e2e-test-images/busybox:1.29-2: an index of five platforms (TestImagePullSomePlatforms picks three).
@@ -52,6 +56,13 @@ sys:x:3:
 www-data:x:33:
 backup:x:34:
 nogroup:x:65534:
+"""
+NC = """#!/bin/sh
+# nc for containerd's client suite: exits 143 on SIGTERM even as a container's pid 1, as the official
+# busybox image's nc does (tests/conformance/images.py); otherwise busybox's own nc, exit status kept.
+trap 'exit 143' TERM
+/bin/busybox nc "$@" &
+wait $!
 """
 BASH = "#!/bin/sh\n# stand-in for bash: the suite only runs `bash -c <sh-compatible script>`\nexec /bin/sh \"$@\"\n"
 
@@ -184,8 +195,11 @@ def _linux(*archs: str) -> list[dict[str, str]]:
 def served(artifacts: busybox.Busybox) -> list[Image]:
     """Every image the registry serves, each under the reference (host/repository:tag) the suite uses."""
     base = base_layer(artifacts)
+    nc = next(f"{d}/nc" for d in ("usr/bin", "bin") if Path(artifacts.rootfs, d, "nc").is_symlink())
     users = make_layer([Entry("etc", 0o755, directory=True),
-                        Entry("etc/passwd", data=PASSWD.encode()), Entry("etc/group", data=GROUP.encode())])
+                        Entry("etc/passwd", data=PASSWD.encode()), Entry("etc/group", data=GROUP.encode()),
+                        *(Entry(d, 0o755, directory=True) for d in ("usr", "usr/bin") if nc.startswith(d + "/")),
+                        Entry(nc, 0o755, data=NC.encode())])
     extra = make_layer([Entry("test_dir", 0o755, directory=True),
                         Entry("test_dir/test_file", data=b"copy-up\n")])
     busybox_bin = Path(artifacts.rootfs, "bin", "busybox").read_bytes()
@@ -195,13 +209,16 @@ def served(artifacts: busybox.Busybox) -> list[Image]:
         Entry("usr/bin/passwd", 0o4755, data=busybox_bin),
     ])
     pause_platforms = _linux("amd64", "arm64", "s390x")
+    busybox_platforms = _linux("amd64", "arm/v7", "arm64/v8", "ppc64le", "s390x")
     return [
-        single("ghcr.io/containerd/busybox", "1.36", [base, users], "busybox with the suite's users"),
-        single("ghcr.io/containerd/busybox", "1.32", [base, users], "busybox with the suite's users"),
-        single("ghcr.io/containerd/volume-copy-up", "2.1", [base, users, extra], "three layers",
-               config={"Env": [busybox.PATH_ENV], "Cmd": ["/bin/sh"], "Volumes": {"/test_dir": {}}}),
+        index("ghcr.io/containerd/busybox", "1.36", busybox_platforms, "busybox", first=[base, users]),
+        index("ghcr.io/containerd/busybox", "1.32", busybox_platforms, "busybox", first=[base, users]),
+        *(single("ghcr.io/containerd/volume-copy-up", tag, [base, users, extra], "three layers",
+                 config={"Env": [busybox.PATH_ENV], "Cmd": ["/bin/sh"], "Volumes": {"/test_dir": {}}})
+          for tag in ("2.1", "2.2")),
         single("ghcr.io/containerd/volume-ownership", "2.1", [base, users, ownership], "bash, setuid passwd"),
         single("ghcr.io/containerd/alpine", "3.14.0", [base, users, ownership], "bash, setuid passwd"),
+        index("registry.k8s.io/pause", "3.10", pause_platforms, "pause"),
         index("registry.k8s.io/pause", "3.8", pause_platforms, "pause"),
         index("registry.k8s.io/pause", "3.6", pause_platforms, "pause"),
         index("k8s.gcr.io/pause", "3.6", pause_platforms, "pause"),

@@ -5,9 +5,13 @@ Rules:
   /var/lib/containerd-test, state /run/containerd-test, socket /run/containerd-test/containerd.sock, and
   containerd namespace ``testing``.  One run at a time per machine: ``exclusive()`` holds a lock file.
 - ``bin_dir`` makes the directory placed first on the suite's PATH: the shim under test (pyshim's console
-  script) and a ``containerd`` wrapper that execs the version's real containerd with the suite's own config
-  plus ``disabled_plugins`` (CRI, NRI, tracing, opt, unused snapshotters: the harness's list), so the run
-  opens no global sockets (NRI's /var/run/nri/nri.sock) and starts no CRI.  Every other argument, and the
+  script), the helper binaries the suite expects on PATH (``runc-fp``, built by build.py), and a
+  ``containerd`` wrapper that execs the version's real containerd with the suite's own config
+  plus ``disabled_plugins`` when it starts a daemon (CRI, NRI, tracing, opt, unused snapshotters: the
+  harness's list, and 2.x's
+  sandbox-controllers service, which fails to load without the CRI pod sandbox controller, and the 2.x
+  suite refuses to start on any plugin load error), so the run opens no global sockets (NRI's
+  /var/run/nri/nri.sock) and starts no CRI.  Every other argument, and the
   process itself (exec, same pid), is the suite's.
 - ``leftovers`` finds what a finished run left (shims and daemons given the suite's socket or run dir,
   processes in ``testing`` cgroups, mounts under the fixed or run directories, runc state of ``testing``);
@@ -32,22 +36,28 @@ NAMESPACE = "testing"
 RUNC_STATE = Path("/run/containerd/runc") / NAMESPACE
 LOCK = Path("/run/pyshim-conformance.lock")
 PYSHIM_BINARY = "containerd-shim-pyshim-v1"
+DISABLED = (*DISABLED_PLUGINS, "io.containerd.grpc.v1.sandbox-controllers")
 
-WRAPPER = '''#!{python} -I
-"""containerd for the client suite (written by tests/conformance/instance.py): the suite's config plus
-disabled_plugins, then exec of the real containerd with the suite's arguments."""
-import json, os, sys
+WRAPPER = r'''#!{python} -I
+"""containerd for the client suite (written by tests/conformance/instance.py).  A daemon start (it has
+--address) gets the suite's config plus disabled_plugins; anything else (``config migrate``, ``config
+default``) runs untouched.  Either way this process becomes the real containerd (exec)."""
+import json, os, re, sys, tomllib
 REAL, OUT, DISABLED = {real!r}, {out!r}, {disabled!r}
 args = sys.argv[1:]
-for i, arg in enumerate(args):
-    if arg in ("--config", "-c") and i + 1 < len(args):
-        with open(args[i + 1]) as f:
-            text = f.read()
-        path = os.path.join(OUT, "config-%d.toml" % os.getpid())
-        with open(path, "w") as f:
-            f.write("disabled_plugins = %s\\n" % json.dumps(DISABLED) + text)
-        args[i + 1] = path
-        break
+if "--address" in args or any(a.startswith("--address=") for a in args):
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            with open(args[i + 1]) as f:
+                text = f.read()
+            have = tomllib.loads(text).get("disabled_plugins", [])
+            text = re.sub(r"^disabled_plugins\s*=\s*\[[^\]]*\]", "", text, count=1, flags=re.M)
+            merged = have + [p for p in DISABLED if p not in have]
+            path = os.path.join(OUT, "config-%d.toml" % os.getpid())
+            with open(path, "w") as f:
+                f.write("disabled_plugins = %s\n" % json.dumps(merged) + text)
+            args[i + 1] = path
+            break
 os.execv(REAL, [REAL] + args)
 '''
 
@@ -60,17 +70,20 @@ def exclusive() -> Iterator[None]:
         yield
 
 
-def bin_dir(where: Path, containerd_bindir: Path, shim_script: Path, python: str) -> Path:
-    """Create ``where`` with the containerd wrapper and the pyshim shim; returns it."""
+def bin_dir(where: Path, containerd_bindir: Path, shim_script: Path, python: str, tools: Path) -> Path:
+    """Create ``where`` with the containerd wrapper, the pyshim shim and links to the suite's helper
+    binaries in ``tools`` (runc-fp); returns it."""
     where.mkdir(parents=True, exist_ok=True)
     configs = where / "configs"
     configs.mkdir(exist_ok=True)
     wrapper = where / "containerd"
     wrapper.write_text(WRAPPER.format(python=python, real=str(containerd_bindir / "containerd"),
-                                      out=str(configs), disabled=list(DISABLED_PLUGINS)))
+                                      out=str(configs), disabled=list(DISABLED)))
     wrapper.chmod(0o755)
     if shim_script.exists():
         (where / PYSHIM_BINARY).symlink_to(shim_script)
+    for tool in sorted(tools.iterdir()) if tools.is_dir() else ():
+        (where / tool.name).symlink_to(tool)
     return where
 
 

@@ -74,13 +74,13 @@ class _Handler(BaseHTTPRequestHandler):
         return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str], send_body: bool) -> None:
+        self.server.record(self.command, self._host(), self.path, status)  # before the client can see it
         self.send_response(status)
         for key, value in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(key, value)
         self.end_headers()
         if send_body:
             self.wfile.write(body)
-        self.server.record(self.command, self._host(), self.path, status)
 
     def _error(self, status: int, code: str, message: str, send_body: bool) -> None:
         body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
@@ -117,9 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(403, "DENIED", f"{self.path} is not served here", True)
             self.close_connection = True
             return
+        self.server.record("CONNECT", host, self.path, 200)
         self.send_response(200, "Connection established")
         self.end_headers()
-        self.server.record("CONNECT", host, self.path, 200)
         self.close_connection = True
         try:
             tunnel = self.server.tls.wrap_socket(self.connection, server_side=True)

@@ -1,7 +1,7 @@
 """Run containerd's client integration suite against pyshim and runc.v2, per containerd version, and compare.
 
 Usage: python -m tests.conformance.run [--versions 1.7.24,2.1.9] [--runtimes pyshim,runc]
-                                       [--junit-dir DIR] [--run REGEX] [--timeout SECONDS]
+                                       [--junit FILE] [--run REGEX] [--timeout SECONDS]
 
 Rules:
 - Each (version, runtime) pair is one run of the version's test binary (build.py) with TEST_RUNTIME set
@@ -55,13 +55,14 @@ def suite_env(bindir: Path, d: dist.Dist, runtime: str, tmp: Path, registry: Reg
     return env
 
 
-def execute(argv: list[str], env: dict[str, str], logs: Path, timeout: float) -> gotest.RunResult:
+def execute(argv: list[str], env: dict[str, str], cwd: Path, logs: Path, timeout: float) -> gotest.RunResult:
     """Run the test binary, its stdout converted by ``go tool test2json``; print top-level results live."""
     result = gotest.RunResult()
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "stderr.log", "wb") as stderr, open(logs / "events.jsonl", "w") as events:
-        suite = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=stderr,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=env["TMPDIR"])
+        # Like `go test`, run in the package's directory: tests read testdata/ by relative path.
+        suite = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=stderr, cwd=cwd,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
         conv = subprocess.Popen([build.GO, "tool", "test2json", "-t", "-p", "client"], stdin=suite.stdout,
                                 stdout=subprocess.PIPE, text=True, env=build.go_env())
         suite.stdout.close()
@@ -81,6 +82,8 @@ def execute(argv: list[str], env: dict[str, str], logs: Path, timeout: float) ->
                 _progress(result, shown)
         finally:
             timer.cancel()
+            if suite.poll() is None and sys.exc_info()[0] is not None:
+                os.killpg(suite.pid, signal.SIGKILL)  # interrupted (run-tests' time-out): take the suite down too
             result.exit_code = suite.wait()
             conv.wait()
     if expired.is_set():
@@ -95,8 +98,8 @@ def _progress(result: gotest.RunResult, shown: set[str]) -> None:
             print(f"    {t.status.upper():4} {name} ({t.seconds:.1f}s)", flush=True)
 
 
-def one_run(version: str, runtime: str, binary: Path, d: dist.Dist, entries: list[skiplist.Entry],
-            registry: Registry, args: argparse.Namespace) -> gotest.RunResult:
+def one_run(version: str, runtime: str, built: build.Built, d: dist.Dist, entries: list[skiplist.Entry],
+            conditions: frozenset[str], registry: Registry, args: argparse.Namespace) -> gotest.RunResult:
     logs = build.CACHE / "logs" / f"{version}-{runtime}"
     shutil.rmtree(logs, ignore_errors=True)
     shim = Path(sys.executable).parent / instance.PYSHIM_BINARY
@@ -106,9 +109,9 @@ def one_run(version: str, runtime: str, binary: Path, d: dist.Dist, entries: lis
         if before:
             print("  cleaning what an earlier run left:", *before, sep="\n    ")
             instance.clean(tmpdir)
-        bindir = instance.bin_dir(tmpdir / "bin", d.bindir, shim, sys.executable)
-        skips = skiplist.excluded(entries, version, runtime)
-        argv = [str(binary), "-test.v=test2json", "-test.root", "-test.count=1", f"-test.timeout={args.timeout}s"]
+        bindir = instance.bin_dir(tmpdir / "bin", d.bindir, shim, sys.executable, built.tools)
+        skips = skiplist.excluded(entries, version, runtime, conditions)
+        argv = [str(built.binary), "-test.v=test2json", "-test.root", "-test.count=1", f"-test.timeout={args.timeout}s"]
         if skips:
             argv.append("-test.skip=" + skiplist.skip_pattern(skips))
         if args.run:
@@ -116,16 +119,22 @@ def one_run(version: str, runtime: str, binary: Path, d: dist.Dist, entries: lis
         work = tmpdir / "tmp"
         work.mkdir()
         print(f"  TEST_RUNTIME={runtime} {' '.join(argv)}", flush=True)
-        result = execute(argv, suite_env(bindir, d, runtime, work, registry), logs, args.timeout + 120)
-        left = instance.leftovers(tmpdir)
-        result.problems += [f"left behind: {x}" for x in left]
-        result.problems += [f"cleanup: {x}" for x in instance.clean(tmpdir)]
+        try:
+            result = execute(argv, suite_env(bindir, d, runtime, work, registry), built.package_dir, logs,
+                             args.timeout + 120)
+            left = instance.leftovers(tmpdir)
+            result.problems += [f"left behind: {x}" for x in left]
+        finally:
+            cleanup = instance.clean(tmpdir)
+        result.problems += [f"cleanup: {x}" for x in cleanup]
     if not result.leaves():
-        result.problems.append("no test ran")
-    listed = list_tests(binary)
+        said = [ln[:600] for ln in (logs / "stderr.log").read_text(errors="replace").splitlines()
+                if ln.strip() and not ln.startswith("time=")]
+        result.problems.append(f"no test ran (exit {result.exit_code}); the suite said:\n" + "\n".join(said[-10:]))
+    listed = list_tests(built.binary)
     result.excluded = {e.test: e.reason for e in skips if e.test.split("/")[0] in listed}
     for t in result.skips():
-        if skiplist.expected_skip(entries, version, runtime, t.name) is None:
+        if skiplist.expected_skip(entries, version, runtime, conditions, t.name) is None:
             result.problems.append(f"unexpected self-skip {t.name}: {t.reason(3)}")
     return result
 
@@ -162,12 +171,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--versions", default=",".join(DEFAULT_VERSIONS))
     ap.add_argument("--runtimes", default="pyshim,runc", help=f"of {sorted(RUNTIMES)}")
-    ap.add_argument("--junit-dir", type=Path)
+    ap.add_argument("--junit", type=Path, help="write one JUnit file, a testsuite per run")
     ap.add_argument("--run", help="-test.run pattern (a subset, for development)")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per run (go test -timeout)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per run (go test -timeout)")
     ns = ap.parse_args()
     entries = skiplist.load()
-    lines, failed = [], False
+    lines: list[str] = []
+    runs: list[tuple[str, gotest.RunResult]] = []
     try:
         artifacts = busybox.ensure()
     except dist.Unavailable as exc:
@@ -183,7 +193,11 @@ def main() -> int:
         with Registry(served, tls) as registry:
             print(f"conformance: registry {registry.address} serving "
                   + ", ".join(f"{i.repository}:{i.tag}" for i in served), flush=True)
-            failed = run_versions(ns, entries, registry, lines)
+            conditions = skiplist.probe_conditions()
+            print(f"conformance: machine conditions: {sorted(conditions) or 'none'}", flush=True)
+            failed = run_versions(ns, entries, conditions, registry, lines, runs)
+            if ns.junit:
+                gotest.write_junit(runs, ns.junit)
             print("\n" + "\n".join(lines), flush=True)
             misses = [r for r in registry.requests if r[3] != 200]
             if misses:
@@ -192,32 +206,28 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def run_versions(ns: argparse.Namespace, entries: list[skiplist.Entry], registry: Registry,
-                 lines: list[str]) -> bool:
+def run_versions(ns: argparse.Namespace, entries: list[skiplist.Entry], conditions: frozenset[str],
+                 registry: Registry, lines: list[str], runs: list[tuple[str, gotest.RunResult]]) -> bool:
     failed = False
     for version in [v for v in ns.versions.split(",") if v]:
         t0 = time.monotonic()
         try:
-            binary, d = build.test_binary(version), dist.fetch(version)
+            built, d = build.test_binary(version), dist.fetch(version)
         except (build.Unavailable, dist.Unavailable) as exc:
             print(f"conformance containerd-{version}: UNAVAILABLE: {exc}", flush=True)
             failed = failed or in_ci()
             continue
-        print(f"\n=== conformance containerd-{version}: {binary} (ready in {time.monotonic() - t0:.0f}s)")
+        print(f"\n=== conformance containerd-{version}: {built.binary} (ready in {time.monotonic() - t0:.0f}s)")
         results = {}
         for short in [r for r in ns.runtimes.split(",") if r]:
             print(f"\n=== conformance containerd-{version} {RUNTIMES[short]}", flush=True)
             start = time.monotonic()
-            results[short] = r = one_run(version, RUNTIMES[short], binary, d, entries, registry, ns)
+            results[short] = r = one_run(version, RUNTIMES[short], built, d, entries, conditions, registry, ns)
             lines.append(report(version, RUNTIMES[short], r, time.monotonic() - start))
             failed = failed or r.counts()[1] > 0
-            if ns.junit_dir:
-                ns.junit_dir.mkdir(parents=True, exist_ok=True)
-                gotest.write_junit(r, f"conformance-{version}-{short}",
-                                   ns.junit_dir / f"conformance-{version}-{short}.xml")
+            runs.append((f"conformance containerd-{version} {RUNTIMES[short]}", r))
         compare(version, results)
     return failed
-
 
 
 if __name__ == "__main__":

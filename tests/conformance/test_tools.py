@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
+import subprocess
+import sys
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conformance import certs, gotest, images, skiplist
+from tests.conformance import certs, gotest, images, instance, skiplist
 from tests.conformance.registry import Registry
 from tests.integration.harness import busybox, dist
 from tests.prereq import unavailable
@@ -34,15 +37,18 @@ def test_skip_pattern_anchors_each_level(tmp_path: Path) -> None:
     f = tmp_path / "s.toml"
     f.write_text('[[skip]]\ntest = "TestA"\nreason = "r"\n[[skip]]\ntest = "TestB/case.1"\nreason = "r"\n'
                  'runtimes = ["x"]\n[[expect_skip]]\ntest = "TestC"\nreason = "r"\n')
-    entries = skiplist.load(f)
-    assert skiplist.skip_pattern(skiplist.excluded(entries, "1", "x")) == r"^TestA$|^TestB$/^case\.1$"
-    assert [e.test for e in skiplist.excluded(entries, "1", "y")] == ["TestA"]
-    assert skiplist.expected_skip(entries, "1", "y", "TestC/sub") is not None
-    assert skiplist.expected_skip(entries, "1", "y", "TestCD") is None
+    f.write_text(f.read_text() + '[[skip]]\ntest = "TestD"\nreason = "r"\nwhen = "criu-unusable"\n')
+    entries, none, criu = skiplist.load(f), frozenset(), frozenset({"criu-unusable"})
+    assert skiplist.skip_pattern(skiplist.excluded(entries, "1", "x", none)) == r"^TestA$|^TestB$/^case\.1$"
+    assert [e.test for e in skiplist.excluded(entries, "1", "y", none)] == ["TestA"]
+    assert [e.test for e in skiplist.excluded(entries, "1", "y", criu)] == ["TestA", "TestD"]
+    assert skiplist.expected_skip(entries, "1", "y", none, "TestC/sub") is not None
+    assert skiplist.expected_skip(entries, "1", "y", none, "TestCD") is None
 
 
 @pytest.mark.parametrize("text", ['[[skip]]\ntest = "T"\nreason = " "\n', '[[skip]]\ntest = "T"\nreason = "r"\nwhy = 1\n',
-                                  '[[nope]]\ntest = "T"\n', '[[skip]]\ntest = "T"\nreason = "r"\n' * 2])
+                                  '[[nope]]\ntest = "T"\n', '[[skip]]\ntest = "T"\nreason = "r"\nwhen = "full-moon"\n',
+                                  '[[skip]]\ntest = "T"\nreason = "r"\n' * 2])
 def test_skip_list_errors(tmp_path: Path, text: str) -> None:
     (tmp_path / "s.toml").write_text(text)
     with pytest.raises(skiplist.SkipListError):
@@ -71,10 +77,13 @@ def test_junit_matches_counts(tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
     r = gotest.RunResult(exit_code=1, excluded={"TestX": "why"}, problems=["left behind: shim 42"])
     r.feed(_events(("run", "TestA", ""), ("pass", "TestA", ""), ("run", "TestB", ""), ("fail", "TestB", "")))
-    gotest.write_junit(r, "s", tmp_path / "j.xml")
-    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    ok = gotest.RunResult(exit_code=0)
+    ok.feed(_events(("run", "TestA", ""), ("pass", "TestA", "")))
+    gotest.write_junit([("s", r), ("t", ok)], tmp_path / "j.xml")
+    suite, other = ET.parse(tmp_path / "j.xml").getroot().findall("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "2", "1")
     assert len(suite.findall("testcase")) == 4
+    assert (other.get("name"), other.get("tests"), other.get("failures")) == ("t", "1", "0")
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +137,21 @@ def test_registry_answers_through_a_tls_tunnel(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.URLError):  # a host not served: the CONNECT is refused
             opener.open("https://example.org/v2/", timeout=10)
         assert [r for r in reg.requests if r[0] == "CONNECT" and r[3] == 403], reg.requests
+
+
+def test_containerd_wrapper_adds_disabled_plugins_to_daemon_starts_only(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "containerd").write_text('#!/bin/sh\necho "$@"\nfor a; do case $a in *.toml) cat "$a";; esac; done\n')
+    (real / "containerd").chmod(0o755)
+    bindir = instance.bin_dir(tmp_path / "bin", real, tmp_path / "no-shim", sys.executable, tmp_path / "no-tools")
+    config = tmp_path / "c.toml"
+    config.write_text('version = 2\ndisabled_plugins = [\n  "x.y"]\n[plugins]\n')
+    daemon = subprocess.run([str(bindir / "containerd"), "-c", str(config), "--address", "/a"],
+                            capture_output=True, text=True, check=True).stdout
+    merged = tomllib.loads(daemon.split("\n", 1)[1])
+    assert merged["version"] == 2 and merged["disabled_plugins"][0] == "x.y"
+    assert set(instance.DISABLED) < set(merged["disabled_plugins"])
+    migrate = subprocess.run([str(bindir / "containerd"), "-c", str(config), "config", "migrate"],
+                             capture_output=True, text=True, check=True).stdout
+    assert migrate.split("\n", 1) == [f"-c {config} config migrate", config.read_text()]
