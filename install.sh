@@ -25,6 +25,7 @@ PACKAGES=(
   golang-github-containerd-containerd-dev golang-github-containerd-ttrpc-dev
   golang-github-containerd-cgroups-dev golang-github-containerd-go-runc-dev
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
+  qemu-system-x86 debootstrap cpio e2fsprogs  # tools/vm-test: the pure cgroup v2 VM (docs/vm.md)
 )
 
 DEV=0
