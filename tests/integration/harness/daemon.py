@@ -103,6 +103,9 @@ class PrivateContainerd:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in SCRUB_ENV}
         env["PATH"] = self.path_env
+        # ctr 2.x prints every server deprecation to stderr before its own output; 2.2+ always has one on a
+        # cgroup v1 host ("The support for cgroup v1 is deprecated"), which would change every ctr's stderr.
+        env["CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS"] = "1"
         return env
 
     # -- lifecycle -------------------------------------------------------------------------------------------
