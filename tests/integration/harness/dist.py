@@ -5,6 +5,10 @@ Rules:
 - 1.7.24 (trixie) and 2.1.9 (sid) are downloaded from Debian's archive with a *private* apt configuration
   (own sources list, lists and cache under CACHE/apt) so the machine's apt state is never touched, then
   unpacked with ``dpkg -x`` into CACHE/containerd/<version>/.  Nothing is ever committed to the repository.
+- 2.2.9 and 2.4.2 (the newest 2.2.x and 2.3+ releases on the Go module proxy; Debian has neither) are built
+  from the Go module github.com/containerd/containerd/v2 by gobuild.py into CACHE/containerd/<version>/root/usr/bin,
+  the same layout as an unpacked Debian package, so the rest of the harness treats every version alike.
+  A cold build takes minutes (see gobuild.py); it happens once per machine.
 - The cache is reused across runs; ``apt-get update`` runs only when the wanted version is not in the
   private lists.  A ``complete`` marker written last makes a half-finished unpack invisible, and a lock
   file serialises concurrent fetchers (parallel pytest processes).
@@ -22,12 +26,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-VERSIONS = ("1.6.20", "1.7.24", "2.1.9")
+from . import gobuild
+
+VERSIONS = ("1.6.20", "1.7.24", "2.1.9", "2.2.9", "2.4.2")
 CACHE = Path(os.environ.get("PYSHIM_CACHE", "/var/cache/pyshim"))
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 MIRROR = "http://deb.debian.org/debian"
 # Versions fetched from the archive, and the suite that carries them.
 ARCHIVE_SUITES = {"1.7.24": "trixie", "2.1.9": "sid"}
+# Versions built from the Go module (harness/gobuild.py).
+GO_MODULE_VERSIONS = ("2.2.9", "2.4.2")
 SYSTEM_VERSION = "1.6.20"
 SYSTEM_BINDIR = Path("/usr/bin")
 BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2")
@@ -92,7 +100,7 @@ def locate(version: str) -> Dist:
             return _check_dist(version, SYSTEM_BINDIR)
         except Unavailable as exc:
             raise Unavailable(f"{exc} (install Debian bookworm's containerd package: sudo ./install.sh)") from None
-    if version not in ARCHIVE_SUITES:
+    if version not in ARCHIVE_SUITES and version not in GO_MODULE_VERSIONS:
         raise Unavailable(f"containerd {version} is not one of the supported versions {VERSIONS}")
     vdir = version_dir(version)
     if not (vdir / "complete").exists():
@@ -105,7 +113,7 @@ def fetch(version: str) -> Dist:
     try:
         return locate(version)
     except Unavailable:
-        if version not in ARCHIVE_SUITES:
+        if version not in ARCHIVE_SUITES and version not in GO_MODULE_VERSIONS:
             raise
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".fetch.lock", "w") as lock:
@@ -114,8 +122,36 @@ def fetch(version: str) -> Dist:
             return locate(version)  # another process may have finished it meanwhile
         except Unavailable:
             pass
-        _download_and_unpack(version)
+        if version in GO_MODULE_VERSIONS:
+            _build_from_module(version)
+        else:
+            _download_and_unpack(version)
         return locate(version)
+
+
+def provenance(version: str) -> str:
+    """Where a cached version came from (the ``complete`` marker), or where the system one is."""
+    if version == SYSTEM_VERSION:
+        return f"Debian bookworm package in {SYSTEM_BINDIR}"
+    marker = version_dir(version) / "complete"
+    return marker.read_text().strip() if marker.exists() else "not cached"
+
+
+def _build_from_module(version: str) -> None:
+    vdir = version_dir(version)
+    vdir.mkdir(parents=True, exist_ok=True)
+    (vdir / "complete").unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(dir=vdir) as tmp:
+        bindir = Path(tmp) / "root" / "usr" / "bin"
+        try:
+            built = gobuild.build(version, bindir)
+        except gobuild.BuildError as exc:
+            raise Unavailable(f"containerd {version}: {exc}") from None
+        if (vdir / "root").exists():
+            shutil.rmtree(vdir / "root")
+        (Path(tmp) / "root").rename(vdir / "root")
+    (vdir / "complete").write_text(f"built from Go module {built.module} with {built.go_version} "
+                                   f"in {built.seconds:.0f} s\n")
 
 
 class _PrivateApt:
