@@ -179,8 +179,8 @@ class Container:
             except BaseException:
                 with trio.move_on_after(5, shield=True):
                     await p.io.aclose()
-                # upstream releases the exec's waiters with status 0 when its exec failed
-                p.set_exited(0, None)
+                # upstream releases the exec's waiters with status 0 when its exec failed; it stays created
+                p.release_waiters()
                 raise
             p.pid = pid
             p.transition(Op.START)

@@ -65,5 +65,10 @@ class Process:
             self.state = State.STOPPED
         self._exited.set()
 
+    def release_waiters(self) -> None:
+        """A start that failed: waiters return (status 0, no exit time) and the state stays as it is, as
+        upstream closes an exec's waitBlock and leaves it created (pkg/process/exec.go start)."""
+        self._exited.set()
+
     async def wait(self) -> None:
         await self._exited.wait()
