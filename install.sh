@@ -26,6 +26,7 @@ PACKAGES=(
   golang-github-containerd-cgroups-dev golang-github-containerd-go-runc-dev
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev
   qemu-system-x86 debootstrap cpio e2fsprogs  # tools/vm-test: the pure cgroup v2 VM (docs/vm.md)
+  containernetworking-plugins gcc libc6-dev    # CRI tests: CNI loopback; static pause/stand-in programs (docs/cri.md)
 )
 
 DEV=0
