@@ -36,12 +36,9 @@ def cri_registry(integration_host: None) -> Iterator[registry_mod.Registry]:
         yield reg
 
 
-@pytest.fixture(scope="module")
-def cri(containerd_dist: dist.Dist, shim_bin_dir: Path, containerd_log_dir: Path,
-        cri_registry: registry_mod.Registry) -> Iterator[CriContainerd]:
-    """A private containerd of the parametrised version with CRI, for this test module."""
-    instance = CriContainerd(containerd_dist, registry_url=cri_registry.url, shim_dirs=[shim_bin_dir],
-                             log_dir=containerd_log_dir)
+def serve(instance: CriContainerd) -> Iterator[CriContainerd]:
+    """Start ``instance``, yield it, tear it down and fail if it left anything: the body of a CRI fixture
+    (``yield from serve(CriContainerd(...))``), for any handler set."""
     try:
         instance.start()
         instance.client.call("Version")
@@ -56,6 +53,14 @@ def cri(containerd_dist: dist.Dist, shim_bin_dir: Path, containerd_log_dir: Path
     if problems:
         pytest.fail(f"CRI containerd {instance.dist.version} ({instance.unique}) left things behind:\n  "
                     + "\n  ".join(problems) + f"\nlog: {instance.log_path}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def cri(containerd_dist: dist.Dist, shim_bin_dir: Path, containerd_log_dir: Path,
+        cri_registry: registry_mod.Registry) -> Iterator[CriContainerd]:
+    """A private containerd of the parametrised version with CRI (handlers pyshim and runc), for this module."""
+    yield from serve(CriContainerd(containerd_dist, registry_url=cri_registry.url, shim_dirs=[shim_bin_dir],
+                                   log_dir=containerd_log_dir))
 
 
 @pytest.fixture
