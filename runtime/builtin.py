@@ -60,6 +60,11 @@ RUNSC = OciConfig(
     global_flags=("--network=none",),
     # state is <root>/<id>_sandbox:<sandbox id>.state (+ .lock), not a directory per container
     state_dir_per_id=False,
+    # With these annotations runsc makes a pod's container a *subcontainer* of the pause container's sandbox,
+    # whose stdio is that of `runsc start` and whose exit only `runsc wait` reports (measured with runsc
+    # 20221219): the OCI-CLI protocol the shim speaks does not carry either, so each container of a pod gets its
+    # own sandbox instead (README "Choosing a backend"). Set drop_annotations = [] to keep them.
+    drop_annotations=("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"),
     # after the sandbox exited, kill fails with "sandbox is not running" once the sandbox process was reaped, or
     # "connecting to control server at PID <n>: connection refused" while it is still a zombie
     finished_patterns=DEFAULT_FINISHED_PATTERNS + (r"sandbox is not running",

@@ -84,6 +84,24 @@ def parse_state(ref: ContainerRef, doc: dict[str, Any]) -> ContainerState:
     )
 
 
+def drop_annotations(config_json: str, keys: tuple[str, ...]) -> bool:
+    """Remove ``keys`` from the spec's annotations (rewritten atomically, only if one is present)."""
+    try:
+        with open(config_json, "rb") as f:
+            spec = json.loads(f.read())
+    except (OSError, ValueError) as e:
+        raise RuntimeFailed("create", f"cannot read {config_json}: {e}") from None
+    annotations = spec.get("annotations") or {}
+    if not any(k in annotations for k in keys):
+        return False
+    spec["annotations"] = {k: v for k, v in annotations.items() if k not in keys}
+    tmp = config_json + ".pyshim"
+    with open(tmp, "w") as f:
+        json.dump(spec, f)
+    os.replace(tmp, config_json)
+    return True
+
+
 class OciCli:
     """RuntimeBackend for one OciConfig (namespace already applied to its root)."""
 
@@ -140,7 +158,9 @@ class OciCli:
     # -- RuntimeBackend -----------------------------------------------------------------------------------------
 
     async def create(self, spec: CreateSpec) -> int:
-        argv = oci_argv.create_argv(self.cfg, spec)
+        argv = oci_argv.create_argv(self.cfg, spec)  # raises Unsupported before anything is touched
+        if self.cfg.drop_annotations:
+            drop_annotations(os.path.join(spec.bundle, "config.json"), self.cfg.drop_annotations)
         await self._run_with_stdio("create", argv, spec.bundle, spec.stdio, spec.console_socket is not None)
         return read_pid_file("create", spec.pid_file)
 

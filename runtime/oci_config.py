@@ -38,6 +38,7 @@ class OciConfig:
     extra_env: tuple[tuple[str, str], ...] = ()
     log_name: str = "log.json"                 # in the bundle
     state_dir_per_id: bool = True              # state is the directory <root>/<id> (runc, crun; not runsc)
+    drop_annotations: tuple[str, ...] = ()     # removed from the bundle's config.json before create
     finished_patterns: tuple[str, ...] = DEFAULT_FINISHED_PATTERNS
     not_found_patterns: tuple[str, ...] = DEFAULT_NOT_FOUND_PATTERNS
     exists_patterns: tuple[str, ...] = DEFAULT_EXISTS_PATTERNS
@@ -94,6 +95,7 @@ _OPTIONS = {
     "finished_patterns": ("finished_patterns", _strs),
     "not_found_patterns": ("not_found_patterns", _strs),
     "exists_patterns": ("exists_patterns", _strs),
+    "drop_annotations": ("drop_annotations", _strs),
 }
 
 

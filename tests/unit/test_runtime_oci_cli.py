@@ -292,3 +292,18 @@ async def test_restore(bundle, tmp_path):
                                            "--pid-file", f"{bundle}/init.pid", "-no-subreaper", "--bundle", bundle,
                                            "c1"]
     assert fake.calls[0]["fd_kinds"] == {"stdout": "null", "stderr": "null"}
+
+
+def test_drop_annotations_rewrites_only_when_needed(tmp_path):
+    import json
+
+    from runtime.oci_cli import drop_annotations
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"ociVersion": "1.0.2", "annotations": {
+        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "sb"}}))
+    keys = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
+    assert drop_annotations(str(path), keys) is True
+    assert json.loads(path.read_text())["annotations"] == {"io.kubernetes.cri.sandbox-id": "sb"}
+    before = path.stat().st_mtime_ns
+    assert drop_annotations(str(path), keys) is False and path.stat().st_mtime_ns == before
