@@ -84,17 +84,26 @@ def parse_state(ref: ContainerRef, doc: dict[str, Any]) -> ContainerState:
     )
 
 
-def drop_annotations(config_json: str, keys: tuple[str, ...]) -> bool:
-    """Remove ``keys`` from the spec's annotations (rewritten atomically, only if one is present)."""
+def rewrite_spec(config_json: str, keys: tuple[str, ...], oci_version: str = "") -> bool:
+    """Remove annotations ``keys`` and set ``ociVersion`` (when given) in the bundle's spec; the file is
+    rewritten atomically, and only if something changes.
+
+    ``oci_version`` exists for runtimes older than the containerd writing the spec: Debian bookworm's crun 1.8.1
+    refuses containerd 2.x's ociVersion 1.2.1 ("unknown version specified") though it runs those specs."""
     try:
         with open(config_json, "rb") as f:
             spec = json.loads(f.read())
     except (OSError, ValueError) as e:
         raise RuntimeFailed("create", f"cannot read {config_json}: {e}") from None
     annotations = spec.get("annotations") or {}
-    if not any(k in annotations for k in keys):
+    drop = any(k in annotations for k in keys)
+    version = bool(oci_version) and spec.get("ociVersion") != oci_version
+    if not (drop or version):
         return False
-    spec["annotations"] = {k: v for k, v in annotations.items() if k not in keys}
+    if drop:
+        spec["annotations"] = {k: v for k, v in annotations.items() if k not in keys}
+    if version:
+        spec["ociVersion"] = oci_version
     tmp = config_json + ".pyshim"
     with open(tmp, "w") as f:
         json.dump(spec, f)
@@ -159,8 +168,8 @@ class OciCli:
 
     async def create(self, spec: CreateSpec) -> int:
         argv = oci_argv.create_argv(self.cfg, spec)  # raises Unsupported before anything is touched
-        if self.cfg.drop_annotations:
-            drop_annotations(os.path.join(spec.bundle, "config.json"), self.cfg.drop_annotations)
+        if self.cfg.drop_annotations or self.cfg.oci_version:
+            rewrite_spec(os.path.join(spec.bundle, "config.json"), self.cfg.drop_annotations, self.cfg.oci_version)
         await self._run_with_stdio("create", argv, spec.bundle, spec.stdio, spec.console_socket is not None)
         return read_pid_file("create", spec.pid_file)
 

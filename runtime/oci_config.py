@@ -39,6 +39,7 @@ class OciConfig:
     log_name: str = "log.json"                 # in the bundle
     state_dir_per_id: bool = True              # state is the directory <root>/<id> (runc, crun; not runsc)
     drop_annotations: tuple[str, ...] = ()     # removed from the bundle's config.json before create
+    oci_version: str = ""                      # if set, the spec's ociVersion is rewritten to it before create
     finished_patterns: tuple[str, ...] = DEFAULT_FINISHED_PATTERNS
     not_found_patterns: tuple[str, ...] = DEFAULT_NOT_FOUND_PATTERNS
     exists_patterns: tuple[str, ...] = DEFAULT_EXISTS_PATTERNS
@@ -96,6 +97,7 @@ _OPTIONS = {
     "not_found_patterns": ("not_found_patterns", _strs),
     "exists_patterns": ("exists_patterns", _strs),
     "drop_annotations": ("drop_annotations", _strs),
+    "oci_version": ("oci_version", _str),
 }
 
 

@@ -27,3 +27,16 @@ LIMITS: dict[str, dict[str, str]] = {
             "holds runsc-gofer and the sandbox's helper processes"),
     },
 }
+
+
+def pyshim_toml(backend: str, containerd_version: str) -> str:
+    """The pyshim.toml the tests use to run pyshim on ``backend`` under ``containerd_version``.
+
+    Debian bookworm's crun 1.8.1 refuses the ociVersion 1.2.1 of containerd 2.x's specs ("OCI runtime create
+    failed: unknown version specified"; runc.v2 with BinaryName=crun fails the same way), though it runs them:
+    with containerd 2.x the tests set the crun backend's ``oci_version`` option, as README tells crun users to.
+    """
+    text = f'backend = "{backend}"\n'
+    if backend == "crun" and not containerd_version.startswith("1."):
+        text += '[backends.crun]\noci_version = "1.1.0"\n'
+    return text

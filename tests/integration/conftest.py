@@ -67,7 +67,10 @@ def e2e_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for change in hostprep.crun_cgroups():
             print(f"host prepared for crun: {change}")
     path = tmp_path_factory.mktemp("e2e-backend") / f"pyshim-{backend}.toml"
-    path.write_text(f'backend = "{backend}"\n')
+    versions = _versions()
+    if len(versions) != 1:
+        raise pytest.UsageError(f"{E2E_BACKEND} needs one containerd version (PYSHIM_CONTAINERD_VERSIONS)")
+    path.write_text(backend_limits.pyshim_toml(backend, versions[0]))
     old = os.environ.get("PYSHIM_CONFIG")
     os.environ["PYSHIM_CONFIG"] = str(path)
     yield backend

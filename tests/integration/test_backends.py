@@ -16,6 +16,7 @@ import pytest
 
 from .conftest import new_id
 from .e2e_helpers import PYSHIM, cleanup, ctr_bytes, running, wait_status
+from .backend_limits import pyshim_toml
 from .harness import hostprep
 
 BACKENDS = ("runc", "crun", "runsc")
@@ -28,13 +29,13 @@ def crun_host() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def configs(tmp_path_factory: pytest.TempPathFactory, crun_host) -> dict[str, Path]:
+def configs(tmp_path_factory: pytest.TempPathFactory, crun_host, containerd_version: str) -> dict[str, Path]:
     """One pyshim.toml per backend, as an operator writes them for three runtime handlers."""
     d = tmp_path_factory.mktemp("pyshim-config")
     out = {}
     for name in BACKENDS:
         out[name] = d / f"pyshim-{name}.toml"
-        out[name].write_text(f'backend = "{name}"\n')
+        out[name].write_text(pyshim_toml(name, containerd_version))
     return out
 
 
@@ -78,7 +79,8 @@ def test_default_file_from_environment(containerd_factory, pyshim_binary, busybo
 
 def test_annotation_within_allowed_backends(containerd, pyshim_binary, busybox_rootfs, tmp_path, crun_host):
     cfg = tmp_path / "allow.toml"
-    cfg.write_text('backend = "runc"\nallowed_backends = ["crun"]\n')
+    cfg.write_text('backend = "runc"\nallowed_backends = ["crun"]\n' + pyshim_toml("crun", containerd.dist.version)
+                   .split("\n", 1)[1])
     cid = new_id("anno")
     with running(containerd, PYSHIM, cid, busybox_rootfs, "/bin/sleep", "600",
                  extra=("--runtime-config-path", str(cfg), "--annotation", "io.pyshim.backend=crun")):

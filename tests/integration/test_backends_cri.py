@@ -15,6 +15,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.integration.backend_limits import pyshim_toml
 from tests.integration.cri_helpers import Pod, cri_registry, wait_for  # noqa: F401
 from tests.integration.harness import dist, hostprep
 from tests.integration.harness.cri_daemon import CRI_NAMESPACE, CriContainerd
@@ -27,13 +28,13 @@ PYSHIM = "io.containerd.pyshim.v1"
 
 
 @pytest.fixture(scope="module")
-def handler_configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def handler_configs(tmp_path_factory: pytest.TempPathFactory, containerd_version: str) -> dict[str, Path]:
     hostprep.crun_cgroups()
     d = tmp_path_factory.mktemp("handlers")
     out = {}
     for b in BACKENDS:
         out[b] = d / f"pyshim-{b}.toml"
-        out[b].write_text(f'backend = "{b}"\n')
+        out[b].write_text(pyshim_toml(b, containerd_version))
     return out
 
 
@@ -43,7 +44,8 @@ def cri3(containerd_dist: dist.Dist, shim_bin_dir: Path, containerd_log_dir: Pat
     # "runc" stays: CRI refuses to load without a handler named by its default_runtime_name
     handlers = {"runc": "io.containerd.runc.v2"} | {f"pyshim-{b}": PYSHIM for b in BACKENDS} | {"pyshim-inline": PYSHIM}
     options: dict[str, dict[str, object]] = {f"pyshim-{b}": {"ConfigPath": str(handler_configs[b])} for b in BACKENDS}
-    options["pyshim-inline"] = {"backend": "crun"}
+    # an inline table (config_body); crun's oci_version as a dotted key, since the handler table is flat here
+    options["pyshim-inline"] = {"backend": "crun", "backends.crun.oci_version": "1.1.0"}
     instance = CriContainerd(containerd_dist, registry_url=cri_registry.url, shim_dirs=[shim_bin_dir],
                              log_dir=containerd_log_dir, handlers=handlers, handler_options=options)
     try:

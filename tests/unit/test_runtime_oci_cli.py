@@ -294,16 +294,19 @@ async def test_restore(bundle, tmp_path):
     assert fake.calls[0]["fd_kinds"] == {"stdout": "null", "stderr": "null"}
 
 
-def test_drop_annotations_rewrites_only_when_needed(tmp_path):
+def test_rewrite_spec_only_when_needed(tmp_path):
     import json
 
-    from runtime.oci_cli import drop_annotations
+    from runtime.oci_cli import rewrite_spec
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"ociVersion": "1.0.2", "annotations": {
         "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "sb"}}))
     keys = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
-    assert drop_annotations(str(path), keys) is True
+    assert rewrite_spec(str(path), keys) is True
     assert json.loads(path.read_text())["annotations"] == {"io.kubernetes.cri.sandbox-id": "sb"}
     before = path.stat().st_mtime_ns
-    assert drop_annotations(str(path), keys) is False and path.stat().st_mtime_ns == before
+    assert rewrite_spec(str(path), keys) is False and path.stat().st_mtime_ns == before
+    assert rewrite_spec(str(path), keys, "1.1.0") is True
+    assert json.loads(path.read_text())["ociVersion"] == "1.1.0"
+    assert rewrite_spec(str(path), (), "1.1.0") is False
