@@ -18,7 +18,10 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, nor collections (~1-3 ms CPU)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 from shim.flags import USAGE, FlagError, HelpRequested, ShimFlags, parse
 

@@ -94,7 +94,8 @@ def test_location_is_per_interpreter_and_package() -> None:
 def test_start_side_modules_stay_lean() -> None:
     """start imports the client: it must load nothing slow (lean.py) and nothing third-party."""
     code = ("import sys; before = set(sys.modules); import shim.forkserver_client; "
-            "slow = {'enum', 're', 'dataclasses', 'inspect', 'typing', 'json', 'socket', 'signal', 'subprocess'}; "
+            "slow = {'enum', 're', 'dataclasses', 'inspect', 'typing', 'json', 'socket', 'signal', 'subprocess', "
+            "'collections'}; "
             "new = set(sys.modules) - before; bad = new & slow | {m for m in new if m.startswith(('trio', 'google'))}; "
             "assert not bad, sorted(bad)")
     done = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, timeout=30, check=False)
