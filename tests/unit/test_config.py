@@ -195,3 +195,18 @@ def test_cleanup_info_names_the_state_delete_may_check(tmp_path):
     assert runc["state_path"] == "/run/containerd/runc/ns/ctr1" and runc["binary"] == "runc"
     runsc = cleanup_info(backend_for(tmp_path, default_text='backend = "runsc"\n'), "/b/ctr1")
     assert runsc["state_path"] is None and runsc["global_args"][-1] == "--network=none"
+
+
+def test_documented_example_is_valid(tmp_path):
+    """docs/examples/pyshim.toml parses, and every backend it defines builds."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "pyshim.toml"
+    cfg = config.load(str(example))
+    assert cfg.backend == "runc" and cfg.allowed_backends == ("runsc",)
+    b = bundle(tmp_path)
+    for name in cfg.backends:
+        backend = make_backend(RuntimeOptions(), b, None, "ns", default_path=str(example)) if name == "runc" else \
+            make_backend(RuntimeOptions(config_body=f'backend = "{name}"\n'.encode()), b, None, "ns",
+                         default_path=str(example))
+        assert backend.name == cfg.backends[name].entry_point
