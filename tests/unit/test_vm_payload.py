@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import io
 import json
 import subprocess
@@ -49,8 +50,14 @@ def test_write_payload_then_guest_results_round_trip(tmp_path):
         assert json.loads(tar.extractfile("config.json").read()) == {
             "pytest_args": ["tests/integration", "-k", "a b"], "timeout": 600.0, "versions": ["1.6.20", "2.1.9"],
             "env": {"K": "V"}}
-    assert names == ["run.sh", "config.json", "src/.gitignore", "src/new.py", "src/pkg/a.py",
+    assert names == ["run.sh", "config.json", "src/.gitignore", "src/new.py", "src/__pycache__/new.cpython-311.pyc",
+                     "src/pkg/a.py", "src/pkg/__pycache__/a.cpython-311.pyc",
                      "cache/containerd/2.1.9/root/usr/bin/ctr"]
+    with tarfile.open(disk) as tar:  # the bytecode is valid for the shipped source: same mtime and size
+        src, pyc = tar.getmember("src/pkg/a.py"), tar.extractfile("src/pkg/__pycache__/a.cpython-311.pyc").read()
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(pyc[8:12], "little") == int(src.mtime) and int.from_bytes(pyc[12:16], "little") == src.size
+    assert b"/payload/src/pkg/a.py" in pyc  # tracebacks in the guest name the guest's path
 
     # the guest writes its results tar over the same disk (what vminit's `tar -C $R -cf /dev/vdb .` does)
     with open(disk, "r+b") as f, tarfile.open(fileobj=f, mode="w") as tar:

@@ -6,24 +6,31 @@ Rules:
   /payload and, at the end, writes a tar of its results over the same disk.
 - The payload is: ``run.sh`` (the entry vminit runs), ``config.json`` (pytest arguments, time-out, environment),
   ``src/`` (the checkout as the working tree has it: git's tracked and untracked-but-not-ignored files, so
-  uncommitted changes are tested) and ``cache/`` (extra containerd versions copied from the host's cache).
+  uncommitted changes are tested, with their bytecode compiled here when this is CPython 3.11 like the guest's;
+  tar keeps the sources' mtimes, so the guest's Python accepts it) and ``cache/`` (extra containerd versions
+  copied from the host's cache).
   The project code is shipped every run; the cached image never contains it.
 - Reading results never trusts the tar: only regular files and directories with relative paths that stay
   inside the destination are extracted (host Python 3.11.2 has no tarfile extraction filters).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import py_compile
 import subprocess
+import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from . import spec as S
 
 ROOM = 256 * 1024 * 1024  # free space after the payload, for the results tar
+GUEST_CACHE_TAG = "cpython-311"  # the guest's /usr/bin/python3 is Debian bookworm's 3.11
 RUN_SH = f"""#!/bin/sh
 # Entry point of the payload, run by /sbin/vminit with the results directory as $1.
 exec {S.GUEST_VENV}/bin/python /payload/src/tests/vm/guest_run.py /payload/config.json "$1"
@@ -52,6 +59,26 @@ def source_files(root: Path) -> list[str]:
     return [n for n in names if os.path.lexists(root / n) and not (root / n).is_dir()]
 
 
+def bytecode_name(name: str) -> str:
+    """``pkg/mod.py`` -> ``pkg/__pycache__/mod.cpython-311.pyc`` (what the guest's 3.11 looks for)."""
+    p = PurePosixPath(name)
+    return str(p.parent / "__pycache__" / f"{p.stem}.{GUEST_CACHE_TAG}.pyc")
+
+
+def _compiled(root: Path, name: str, tmp: Path) -> Path | None:
+    """Bytecode of a .py file, compiled here for the guest (same CPython 3.11: imports in the emulated guest
+    are slow enough without compiling every module there first).  None for other files, or when this
+    interpreter's bytecode would not be the guest's, or the file does not compile (the guest will say why)."""
+    if not name.endswith(".py") or sys.implementation.cache_tag != GUEST_CACHE_TAG or (root / name).is_symlink():
+        return None
+    out = tmp / hashlib.sha256(name.encode()).hexdigest()
+    try:
+        py_compile.compile(str(root / name), cfile=str(out), dfile=f"/payload/src/{name}", doraise=True)
+    except py_compile.PyCompileError:
+        return None
+    return out
+
+
 def _add_text(tar: tarfile.TarFile, name: str, text: str, mode: int = 0o644) -> None:
     data = text.encode()
     info = tarfile.TarInfo(name)
@@ -66,8 +93,12 @@ def write(disk: Path, root: Path, config: GuestConfig, extra: dict[str, Path] | 
         with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
             _add_text(tar, "run.sh", RUN_SH, 0o755)
             _add_text(tar, "config.json", config.to_json() + "\n")
-            for name in source_files(root):
-                tar.add(root / name, arcname=f"src/{name}", recursive=False)
+            with tempfile.TemporaryDirectory() as tmp:
+                for name in source_files(root):
+                    tar.add(root / name, arcname=f"src/{name}", recursive=False)
+                    pyc = _compiled(root, name, Path(tmp))
+                    if pyc is not None:
+                        tar.add(pyc, arcname=f"src/{bytecode_name(name)}", recursive=False)
             for name, path in sorted((extra or {}).items()):
                 tar.add(path, arcname=name, recursive=False)
         size = f.tell()
