@@ -2,7 +2,8 @@
 
 Rules:
 - Every module of our packages (shim, ttrpc, runtime, protos) is imported, found by walking their
-  directories, so modules added later are preloaded without a list to maintain; ``__main__`` modules and the
+  directories (namespace subpackages like shim/task included), so modules added later are preloaded without
+  a list to maintain; ``__main__`` modules and the
   fork server itself are skipped. A module that fails to import is reported, not fatal (a daemon importing it
   would fail the same way, in the daemon, where containerd sees it).
 - LAZY names the other modules daemons import only inside functions (measured by running containers through
@@ -76,7 +77,8 @@ def modules() -> list[str]:
     names = []
     for root in roots():
         for directory, subdirs, files in os.walk(root):
-            subdirs[:] = sorted(d for d in subdirs if os.path.isfile(os.path.join(directory, d, "__init__.py")))
+            subdirs[:] = sorted(d for d in subdirs if d != "__pycache__" and not d.startswith(".")
+                                and any(n.endswith(".py") for n in os.listdir(os.path.join(directory, d))))
             package = os.path.relpath(directory, base).replace(os.sep, ".")
             for name in sorted(files):
                 if name.endswith(".py"):

@@ -229,3 +229,43 @@ def test_gate_refusals(a_socket: int, tmp_path: Path, kwargs: dict, match: str) 
         if kwargs.get("fds") == "file":
             os.close(fds[0])
     assert match in error and req is None
+
+
+# -- preload and the code watch -------------------------------------------------------------------------
+
+def test_preload_covers_every_module_of_ours_but_the_server() -> None:
+    from shim import forkserver_preload as preload
+
+    names = preload.modules()
+    for expected in ("shim.daemon", "shim.wiring", "shim.task.tasks", "shim.io.process_io", "ttrpc.server",
+                     "runtime.registry", "protos.task_v2_pb2", "shim.forkserver_zygote"):
+        assert expected in names
+    assert "shim.forkserver" not in names and "shim.__main__" not in names
+
+
+def test_watch_sees_a_changed_or_vanished_module_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shim import forkserver_preload as preload
+
+    pkg = tmp_path / "watchedpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.import_module("watchedpkg.mod")
+    try:
+        watch = preload.Watch([str(pkg)])
+        assert str(pkg / "mod.py") in watch.quick and str(tmp_path) in watch.quick
+        assert not watch.changed() and not watch.changed(full=True)
+        os.utime(pkg / "mod.py", ns=(1, 1))
+        assert watch.changed() and watch.changed(full=True)
+        watch = preload.Watch([str(pkg)])
+        (pkg / "mod.py").unlink()
+        assert watch.changed()
+        watch = preload.Watch([str(pkg)])
+        (tmp_path / "new_distribution.dist-info").mkdir()  # an install: the sys.path directory changes
+        assert watch.changed()
+    finally:
+        for name in ("watchedpkg.mod", "watchedpkg"):
+            sys.modules.pop(name, None)
