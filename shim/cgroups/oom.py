@@ -3,7 +3,8 @@
 Rules:
 - Owned by the container: `run` is started in the container's nursery when the init starts and ends when
   that nursery closes (container deleted) or the cgroup disappears; the kernel fd (shim/cgroups/oomsource.py)
-  is opened in `run` and closed in its `finally`, so no fd outlives the container.
+  is opened in `run` and closed in its `finally`, so no fd outlives the container. An OS error ends the
+  watch with a warning; it never propagates into the container's nursery, nor out of `drain`.
 - One rule for v1 and v2: `on_oom()` is called once each time the kill counter is seen higher than the
   last value reported (starting from 0, so a kill before the watch was registered is still reported).
   Several kills seen in one look give one call, as upstream's v2 watcher does. All checks run on the trio
@@ -98,9 +99,11 @@ class OomWatcher:
             log.warning("container %s: cannot watch for OOM kills: %s", self.container_id, e)
             task_status.started()
             return
+        started = False
         try:
             alive = self._check()
             task_status.started()
+            started = True
             while alive:
                 await trio.lowlevel.wait_readable(self._source.fd)
                 self._source.consume()
@@ -108,14 +111,22 @@ class OomWatcher:
                 if alive and self._pending():
                     await self._settle(SETTLE)
             log.debug("container %s: cgroup gone, OOM watch ends", self.container_id)
+        except OSError as e:  # never take the container's nursery down with us
+            log.warning("container %s: OOM watch failed: %s", self.container_id, e)
+            if not started:
+                task_status.started()
         finally:
             if self._source.fd is not None:
                 trio.lowlevel.notify_closing(self._source.fd)
             self._source.close()
 
     async def drain(self, killed: bool) -> None:
-        """Before the init's exit event: report what the kernel already counted (see the rules)."""
-        self._source.consume()
-        self._check()
-        if killed and self._pending():
-            await self._settle(DRAIN_WAIT, once=True)
+        """Before the init's exit event: report what the kernel already counted (see the rules).
+        Never raises: the exit event must follow whatever happens here."""
+        try:
+            self._source.consume()
+            self._check()
+            if killed and self._pending():
+                await self._settle(DRAIN_WAIT, once=True)
+        except OSError as e:
+            log.warning("container %s: OOM drain failed: %s", self.container_id, e)

@@ -200,3 +200,26 @@ async def test_real_oom_kill_is_reported_once_within_a_second():
             except OSError:
                 await trio.sleep(0.05)
     assert _open_fds() == before
+
+
+async def test_unexpected_errors_end_the_watch_quietly(group, caplog):
+    """An EIO-like failure must not cancel the container's nursery, and drain must never raise."""
+    class Failing(V2Source):
+        fail = False
+
+        def counters(self):
+            if self.fail:
+                raise OSError(5, "Input/output error")
+            return super().counters()
+
+    source = Failing(str(group))
+    before = _open_fds()
+    async with trio.open_nursery() as nursery:
+        w = OomWatcher("c1", source, lambda: None)
+        await nursery.start(w.run)
+        source.fail = True
+        await w.drain(killed=True)
+        _events(group, 1, 1)
+        await _until("watch ended", lambda: w.fd is None)
+    assert "OOM watch failed" in caplog.text and "OOM drain failed" in caplog.text
+    assert _open_fds() == before
