@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): pyshim against containerd's Go shim io.containerd.runc.v2, side by side on one private
+containerd: start latency and its parts, delete, exec, State round-trips, memory per container, CPU per
+lifecycle, concurrent and grouped starts. Prints one table of medians with pyshim/runc.v2 ratios, writes JSON.
+
+Usage: sudo /opt/pyshim/venv/bin/python bench/shim_bench.py [--runs N] [--quick] [--json FILE] [--cases a,b,...]
+
+Rules:
+- One private containerd (tests/integration/harness) runs both shims; the pyshim binary is the installed one
+  (``--pyshim``, default /usr/local/bin/containerd-shim-pyshim-v1, i.e. install.sh's), the Go shim the one of
+  that containerd version. pyshim gets a fork server of its own (a private PYSHIM_FORKSERVER_DIR), started by
+  its first start as in production; warm-up runs of both shims come before anything is timed.
+- Timed cases alternate the two runtimes run by run (A/B, the first one switching each round), so drifting
+  load hits both alike. Cases: a = ``ctr run --rm --rootfs`` latency; b = the shim's start/Shutdown/delete
+  commands timed directly (bench/shimbench/direct.py), pyshim through the fork server and fresh; c = memory
+  of all shim processes (fork server and zygotes included) for 1/10/100 tasks and 10 groups of 10;
+  d = concurrent ``ctr run -d`` (20, 50, and 20 in one group); e = ``ctr task exec``; f = State calls/s and p99
+  at 1 and 8 callers; g = shim CPU per ``ctr run --rm`` lifecycle (measure.py: a cgroup around containerd).
+- Everything started is removed in finally blocks; the containerd teardown reports leftovers, which make the
+  exit status 1, as does a case that failed (its error is printed, the other cases still run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.shimbench import cases, direct, report  # noqa: E402
+from bench.shimbench.measure import CpuMeter, memory  # noqa: E402
+from tests.integration.forkserver_helpers import FsDir  # noqa: E402
+from tests.integration.harness import busybox, dist  # noqa: E402
+from tests.integration.harness.daemon import PrivateContainerd  # noqa: E402
+
+RUNTIMES = {"pyshim": cases.PYSHIM, "go": cases.GO}
+
+
+def alternate(runs: int):
+    """Yield (round, [runtime keys in this round's order]): A/B, then B/A, ..."""
+    for i in range(runs):
+        yield i, (["pyshim", "go"] if i % 2 == 0 else ["go", "pyshim"])
+
+
+def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path, res: dict) -> None:
+    want = set(args.cases.split(","))
+    fork_pids = lambda: fs.servers() + fs.zygotes()  # noqa: E731
+    for key in ("pyshim", "go", "pyshim", "go"):  # warm-up; pyshim's first start revives its fork server
+        cases.run_rm(c, RUNTIMES[key], rootfs)
+    fs.wait_serving()
+    if want & {"a", "g"}:
+        lat, cpu = {"pyshim": [], "go": []}, {"pyshim": [], "go": []}
+        for _, order in alternate(args.runs):
+            for key in order:
+                before = meter.shim_seconds() if meter.available else 0.0
+                lat[key].append(cases.run_rm(c, RUNTIMES[key], rootfs))
+                time.sleep(0.15)  # background work of this lifecycle (zygote refill, shim exit) lands here
+                if meter.available:
+                    cpu[key].append(meter.shim_seconds() - before)
+        res["a_run_rm"] = lat
+        if meter.available:
+            res["g_cpu"] = cpu
+    if "b" in want:
+        go_binary = str(c.dist.bindir / "containerd-shim-runc-v2")
+        service = "containerd.task.v3.Task" if c.dist.major >= 2 else "containerd.task.v2.Task"
+        runner = direct.Runner(c, meter.path / "cgroup.procs" if meter.available else None, tmp / "direct",
+                               service)
+        (tmp / "direct").mkdir()
+        variants = {"pyshim": (args.pyshim, {}), "pyshim_fresh": (args.pyshim, {"PYSHIM_FORKSERVER": "off"}),
+                    "go": (go_binary, {})}
+        res["b_direct"] = {k: [] for k in variants}
+        for i in range(args.runs):
+            for key in (list(variants) if i % 2 == 0 else list(reversed(variants))):
+                binary, env = variants[key]
+                res["b_direct"][key].append(runner.lifecycle(binary, env))
+    if "e" in want:
+        res["e_exec"] = {k: cases.exec_latency(c, rt, ref, args.exec_runs) for k, rt in RUNTIMES.items()}
+    if "f" in want:
+        res["f_state"] = {k: cases.state_rpc(c, rt, ref, args.calls) for k, rt in RUNTIMES.items()}
+    if "d" in want:
+        res["d_concurrent"] = {k: {} for k in RUNTIMES}
+        for n in args.concurrent:
+            for key in ("pyshim", "go"):
+                res["d_concurrent"][key][f"separate_{n}"] = cases.concurrent_starts(c, RUNTIMES[key], ref, n)
+        for key in ("pyshim", "go"):
+            res["d_concurrent"][key]["grouped_20"] = cases.concurrent_starts(c, RUNTIMES[key], ref, 20, group=True)
+    if "c" in want:
+        res["c_memory"] = {}
+        for key, rt in RUNTIMES.items():
+            with cases.Fleet(c, rt, ref) as fleet:  # one container: the daemon alone, as the issue reports it
+                fleet.start_many(1)
+                time.sleep(1.0)
+                daemons = cases.shim_pids(c, rt, [])
+                res["c_memory"][f"{key}_daemon_1"] = memory(daemons[0]) if len(daemons) == 1 else {}
+            res["c_memory"][key] = cases.memory_rows(c, rt, ref, fork_pids, tuple(args.counts),
+                                                     tuple(args.groups))
+        res["c_memory"]["forkserver_alone"] = {str(p): memory(p) for p in fork_pids()}
+
+
+def machine(c) -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "?")
+    os_name = next((ln.split("=", 1)[1].strip('"') for ln in Path("/etc/os-release").read_text().splitlines()
+                    if ln.startswith("PRETTY_NAME=")), "?")
+    return {"cores": os.cpu_count(), "cpu": cpu, "os": os_name, "kernel": platform.release(),
+            "python": platform.python_version(), "containerd": c.dist.version, "load_1m": os.getloadavg()[0]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--containerd", default="1.6.20")
+    ap.add_argument("--pyshim", default="/usr/local/bin/containerd-shim-pyshim-v1")
+    ap.add_argument("--runs", type=int, default=30, help="A/B rounds of the timed cases a, b, g (default 30)")
+    ap.add_argument("--exec-runs", type=int, default=30)
+    ap.add_argument("--calls", type=int, default=4000, help="State calls per row of case f")
+    ap.add_argument("--counts", default="1,10,100", help="single-container task counts of case c")
+    ap.add_argument("--groups", default="10x10", help="groups x size of case c")
+    ap.add_argument("--concurrent", default="20,50", help="concurrent ctr run -d of case d")
+    ap.add_argument("--cases", default="a,b,c,d,e,f,g")
+    ap.add_argument("--quick", action="store_true", help="--runs 10 --exec-runs 10 --counts 1,10 --groups 2x5 "
+                    "--concurrent 20 --calls 1000")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.quick:
+        args.runs, args.exec_runs, args.counts, args.groups, args.concurrent, args.calls = 10, 10, "1,10", "2x5", \
+            "20", 1000
+    args.counts = [int(x) for x in args.counts.split(",")]
+    args.groups = [int(x) for x in args.groups.split("x")]
+    args.concurrent = [int(x) for x in args.concurrent.split(",")]
+    if os.geteuid() != 0:
+        print("shim_bench: needs root (containerd, runc, cgroups)", file=sys.stderr)
+        return 1
+    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    tmp = Path(tempfile.mkdtemp(prefix="shim-bench-"))
+    fs = FsDir(Path("/run/pyshim-test") / f"bench-fs-{uuid.uuid4().hex[:8]}")
+    os.environ["PYSHIM_FORKSERVER_DIR"] = str(fs.directory)
+    os.environ.pop("PYSHIM_FORKSERVER", None)
+    shim_dir = tmp / "bin"
+    shim_dir.mkdir()
+    (shim_dir / "containerd-shim-pyshim-v1").symlink_to(args.pyshim)
+    c = PrivateContainerd(dist.fetch(args.containerd), shim_dirs=[shim_dir], log_dir=tmp, log_level="info")
+    meter = CpuMeter(f"pyshim-bench-{os.getpid()}")
+    res: dict = {}
+    errors: list[str] = []
+    try:
+        c.start()
+        if meter.available:
+            meter.adopt(c.pid)
+        artefacts = busybox.ensure()
+        rootfs = str(busybox.copy_rootfs(artefacts.rootfs, tmp / "rootfs"))
+        ref = artefacts.ref
+        c.ctr("images", "import", str(artefacts.image), timeout=120)
+        bench(args, c, fs, meter, rootfs, ref, tmp, res)
+    except Exception as exc:  # print what was measured, then the error
+        import traceback
+
+        errors.append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    finally:
+        errors += [f"cleanup: {p}" for p in c.teardown()]
+        errors += fs.stop()
+        fs.remove()
+        meter.remove()
+    info = machine(c)
+    try:
+        print(report.table(res, info, started, args))
+    except Exception as exc:  # a partial result the table cannot show: the JSON still has it
+        errors.append(f"table: {type(exc).__name__}: {exc}")
+    for e in errors:
+        print("ERROR", e)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"date": started, "machine": info, "results": res, "errors": errors},
+                                        indent=1))
+    if errors:
+        print(f"kept {tmp} (containerd log) for a post-mortem", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

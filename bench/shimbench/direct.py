@@ -1,0 +1,135 @@
+"""(b) A shim's own commands timed from outside: ``start`` until the socket answers, ``Shutdown``, ``delete``.
+
+Rules:
+- The shim binary is run exactly as containerd 1.6 runs it (shim-v2.md §2): the same argv, containerd's
+  environment plus GOMAXPROCS=2 and TTRPC_ADDRESS (1.7+: GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION too),
+  cwd = a bundle with config.json and a ``log`` FIFO held open read-write (as containerd holds it), stdin
+  /dev/null, in the cgroup containerd is in (joined before exec). Timestamps are ours (perf_counter around
+  the process and the RPCs): the same clock and the same overhead for both shims.
+- ``start`` is timed until it exits, and until a Connect call on the printed address is answered (the
+  daemon serves). ``Shutdown`` is timed until its answer (what containerd waits for) and until the daemon
+  process is gone (pidfd). ``delete`` is then run for
+  the same id in a bundle holding what each shim's Create writes for it (Go: ``runtime``; pyshim:
+  ``pyshim.json``); no container was created, so the runtime has no state, which is what containerd's
+  cleanup after a normal task deletion finds. (Go's delete runs ``runc delete --force`` regardless.)
+- CPU of the start and delete processes comes from wait4's rusage (the daemon's own CPU is not in it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from google.protobuf import empty_pb2
+
+from protos import task_v2_pb2, ttrpc_pb2
+
+
+def shim_env(c) -> dict[str, str]:
+    env = c.env()
+    env.update(GOMAXPROCS="2", TTRPC_ADDRESS=c.ttrpc_address)
+    if c.dist.version != "1.6.20":
+        env.update(GRPC_ADDRESS=c.address, NAMESPACE=c.namespace, MAX_SHIM_VERSION="2")
+    return env
+
+
+def call(path: str, service: str, method: str, request, response_type, stream: int = 1):
+    req = ttrpc_pb2.Request(service=service, method=method, payload=request.SerializeToString()).SerializeToString()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(path)
+        s.sendall(struct.pack(">IIBB", len(req), stream, 1, 0) + req)
+        head = b""
+        while len(head) < 10:
+            chunk = s.recv(10 - len(head))
+            if not chunk:
+                return None  # closed unanswered (Shutdown may do that)
+            head += chunk
+        body = b""
+        length = struct.unpack(">I", head[:4])[0]
+        while len(body) < length:
+            body += s.recv(length - len(body))
+    resp = ttrpc_pb2.Response.FromString(body)
+    if resp.status.code:
+        raise RuntimeError(f"{method}: {resp.status}")
+    return response_type.FromString(resp.payload)
+
+
+class Runner:
+    def __init__(self, c, cgroup_procs: Path | None, workdir: Path, service: str) -> None:
+        self.c = c
+        self.cgroup_procs = cgroup_procs
+        self.workdir = workdir
+        self.service = service
+
+    def _run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, bytes]:
+        """(wall seconds, CPU seconds, stdout) of one short-lived command."""
+        procs = self.cgroup_procs
+
+        def join_cgroup() -> None:
+            if procs is not None:
+                procs.write_text(str(os.getpid()))
+
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, preexec_fn=join_cgroup)
+        out = p.stdout.read()
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        p.stdout.close()
+        if p.returncode:
+            raise RuntimeError(f"{' '.join(argv)}: exit {p.returncode}: {out[-500:]!r}")
+        return wall, usage.ru_utime + usage.ru_stime, out
+
+    def lifecycle(self, binary: str, extra_env: dict[str, str] | None = None) -> dict[str, float]:
+        c = self.c
+        cid = f"direct-{uuid.uuid4().hex[:10]}"
+        bundle = self.workdir / cid
+        bundle.mkdir()
+        (bundle / "config.json").write_text("{}")
+        # what each shim's Create leaves for its delete: Go's `runtime` (it always runs `runc delete --force`),
+        # pyshim's pyshim.json (it runs the runtime only when the runtime's state directory exists)
+        (bundle / "runtime").write_text("runc")
+        root = f"/run/containerd/runc/{c.namespace}"
+        (bundle / "pyshim.json").write_text(json.dumps({"runtime": {
+            "binary": "runc", "root": root, "global_args": [], "state_path": f"{root}/{cid}"}}))
+        os.mkfifo(bundle / "log")
+        log = os.open(bundle / "log", os.O_RDWR | os.O_NONBLOCK)
+        env = {**shim_env(c), **(extra_env or {})}
+        common = [binary, "-namespace", c.namespace, "-address", c.address, "-publish-binary",
+                  str(c.dist.containerd), "-id", cid]
+        try:
+            t0 = time.perf_counter()
+            start_wall, start_cpu, out = self._run([*common, "start"], bundle, env)
+            path = out.decode().strip().removeprefix("unix://")
+            pid = call(path, self.service, "Connect", task_v2_pb2.ConnectRequest(id=cid),
+                       task_v2_pb2.ConnectResponse).shim_pid
+            answered = time.perf_counter() - t0
+            pidfd = os.pidfd_open(pid)
+            try:
+                t1 = time.perf_counter()
+                try:
+                    call(path, self.service, "Shutdown", task_v2_pb2.ShutdownRequest(id=cid), empty_pb2.Empty)
+                except (ConnectionError, OSError):
+                    pass
+                shutdown_answer = time.perf_counter() - t1
+                if not select.select([pidfd], [], [], 30)[0]:
+                    raise RuntimeError(f"shim {pid} did not exit after Shutdown")
+                shutdown = time.perf_counter() - t1
+            finally:
+                os.close(pidfd)
+            delete_wall, delete_cpu, out = self._run([*common, "-bundle", str(bundle), "delete"], bundle, env)
+            if not out:
+                raise RuntimeError("delete printed no DeleteResponse")
+        finally:
+            os.close(log)
+        return {"start_exit": start_wall, "start_answer": answered, "shutdown": shutdown,
+                "shutdown_answer": shutdown_answer, "delete": delete_wall,
+                "start_cpu": start_cpu, "delete_cpu": delete_cpu}
