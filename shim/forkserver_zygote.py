@@ -8,7 +8,7 @@ Rules:
 - Right after the fork: a new session, a fresh interpreter's signal dispositions, mask and wakeup fd, and
   only the listener and the channel to the server kept, with /dev/null on 0-2 (the server's Python sockets
   are detached first, so no stale object can ever close a daemon's descriptor). A trial trio run builds a
-  daemon's parts (``warm``, off the critical path). Then it waits for a connection or for EOF on the channel
+  daemon's parts (``warm``, off the critical path; skipped when a start already waits). Then it waits for a connection or for EOF on the channel
   (the server exited, crashed or restarted), which ends it.
 - Per connection (``Gate.check``): the peer's SO_PEERCRED uid must be 0, else the connection is closed
   unanswered; the request must arrive within REQUEST_TIMEOUT, decode, be a daemon command line that fits
@@ -120,13 +120,14 @@ def run(listen_fd: int, channel_fd: int, gate: Gate, title: list[str]) -> None:
                 os.dup2(null, fd)
         gate.area.write(title)
         forkserver_child.set_comm(title[0])
-        warm()
         listener = socket.socket(fileno=listen_fd)
         listener.setblocking(False)  # several zygotes may wake for one connection
         channel = socket.socket(fileno=channel_fd)
         poller = select.poll()
         poller.register(listen_fd, select.POLLIN)
         poller.register(channel_fd, select.POLLIN)
+        if not poller.poll(0):  # in a burst a start is already waiting: serve it rather than warm up
+            warm()
         while True:
             events = dict(poller.poll())
             if channel_fd in events:
