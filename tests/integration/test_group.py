@@ -1,5 +1,5 @@
 """A grouped shim under concurrent starts: containers carrying one ``io.kubernetes.cri.sandbox-id`` annotation
-share one shim process, all run, each answers exec, and the shim leaves with the last one; for pyshim and
+share one shim process, all run, each answers exec with its own exit code, and the shim leaves with the last one; for pyshim and
 the Go runc shim alike. (That creates inside one pyshim run in parallel is shown in
 tests/trio/test_task_group_creates.py; CRI's own grouping in tests/cri.)
 """
@@ -30,9 +30,9 @@ def test_grouped_containers_share_one_shim(containerd, runtime, busybox_artifact
         shims = [p for p in procs.shims_of(c.address) if "-id" in p.argv]
         ours = [p for p in shims if p.argv[p.argv.index("-id") + 1] in cids]
         assert len(ours) == 1, ours  # one daemon for the whole group
-        for cid in cids:
-            out = c.ctr("task", "exec", "--exec-id", "e", cid, "/bin/echo", cid)
-            assert out.stdout == f"{cid}\n"
+        for i, cid in enumerate(cids):  # each container of the group answers for itself
+            out = c.ctr("task", "exec", "--exec-id", "e", cid, "/bin/sh", "-c", f"exit {10 + i}", check=False)
+            assert out.returncode == 10 + i, (cid, out)
         for cid in cids:
             c.ctr("task", "kill", "--signal", "SIGKILL", cid)
             wait_status(c, cid, "STOPPED")
