@@ -37,6 +37,18 @@ def set_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
+PR_SCHED_CORE, PR_SCHED_CORE_CREATE, PIDTYPE_PGID = 62, 1, 2
+
+
+def enable_sched_core() -> None:
+    """A core-scheduling cookie for this daemon's process group, inherited by every container it starts
+    (containerd sets SCHED_CORE=1 when its ``sched_core`` option is on; upstream's shim does this in start)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SCHED_CORE, PR_SCHED_CORE_CREATE, 0, PIDTYPE_PGID, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"enable sched core support: {os.strerror(err)}")
+
+
 class LogfmtFormatter(logging.Formatter):
     """logrus-style text lines, as containerd relays them from the `log` FIFO."""
 
@@ -109,6 +121,8 @@ def run(flags: ShimFlags, listen_fd: int) -> int:
     setup_logging(flags)
     try:
         set_subreaper()
+        if os.environ.get("SCHED_CORE"):
+            enable_sched_core()
         sock = socket.socket(fileno=listen_fd)
         trio.run(_main, flags, sock)
     except Exception:
