@@ -147,18 +147,23 @@ def test_install_checkout_makes_entry_points_visible(tmp_path):
     assert (venv / "bin" / "demo-cli").stat().st_mode & 0o111
 
 
-@pytest.mark.parametrize("nodeid,vm,runtime,kept", [
-    ("tests/integration/test_e2e_run.py::test_exit_codes[containerd-1.6.20-pyshim]", False, selection.PYSHIM, True),
-    ("tests/integration/test_e2e_run.py::test_exit_codes[containerd-1.6.20-runc]", False,
-     "io.containerd.runc.v2", False),
+RUNC = "io.containerd.runc.v2"
+
+
+@pytest.mark.parametrize("nodeid,vm,runtime,version,kept", [
+    ("tests/integration/test_e2e_run.py::test_exit_codes[containerd-1.6.20-pyshim]", False, selection.PYSHIM,
+     "1.6.20", True),
+    ("tests/integration/test_e2e_run.py::test_exit_codes[containerd-2.1.9-pyshim]", False, selection.PYSHIM,
+     "2.1.9", False),                                  # core scenarios: the guest's own containerd only
+    ("tests/integration/test_e2e_run.py::test_exit_codes[containerd-1.6.20-runc]", False, RUNC, "1.6.20", False),
     ("tests/integration/test_e2e_many.py::test_twenty_containers_at_once[containerd-1.6.20-pyshim]", False,
-     selection.PYSHIM, False),
-    ("tests/integration/test_stats.py::test_metrics[containerd-1.6.20]", True, None, True),
-    ("tests/vm/guest_checks.py::test_pure_cgroup2", False, None, True),
-    ("tests/integration/test_harness.py::test_run_rootfs_echo[containerd-1.6.20]", False, None, False),
+     selection.PYSHIM, "1.6.20", False),
+    ("tests/integration/test_stats.py::test_metrics[containerd-2.1.9-runc]", True, RUNC, "2.1.9", True),
+    ("tests/vm/guest_checks.py::test_pure_cgroup2", False, None, None, True),
+    ("tests/integration/test_harness.py::test_run_rootfs_echo[containerd-1.6.20]", False, None, "1.6.20", False),
 ])
-def test_selection_keep(nodeid, vm, runtime, kept):
-    assert selection.keep(nodeid, vm, runtime) is kept
+def test_selection_keep(nodeid, vm, runtime, version, kept):
+    assert selection.keep(nodeid, vm, runtime, version, core_version="1.6.20") is kept
 
 
 def test_selection_core_names_exist():
