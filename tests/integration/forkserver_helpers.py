@@ -75,11 +75,11 @@ class FsDir:
                 found[int(words[3])] = (words[4], words[5])
         return found
 
-    def wait_serving(self, timeout: float = 60.0) -> int:
-        """The server's pid once it serves with a full pool of zygotes."""
+    def wait_serving(self, timeout: float = 60.0, zygotes: int = 1) -> int:
+        """The server's pid once it serves with at least ``zygotes`` zygotes waiting."""
         def ready():
             servers = self.servers()
-            if len(servers) == 1 and self.files("sock") and len(self.zygotes()) >= 1:
+            if len(servers) == 1 and self.files("sock") and len(self.zygotes()) >= zygotes:
                 return servers[0]
             return None
         return wait_for(f"a fork server serving in {self.directory}", ready, timeout)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from shim import forkserver
 from shim import forkserver_client as client
 from shim import forkserver_proto as proto
 from shim import forkserver_zygote as zygote
@@ -58,7 +59,7 @@ def orphan_reaper() -> int:
 def serve(fs, root: str = str(REPO)) -> tuple[FsDir, proto.Location, int]:
     d, children = fs
     children.append(start_server(d.directory, root))
-    pid = d.wait_serving()
+    pid = d.wait_serving(zygotes=forkserver.POOL)  # a full pool: tests compare zygote sets
     return d, proto.Location(str(d.directory), proto.key(sys.executable, root)), pid
 
 
@@ -164,7 +165,7 @@ def test_code_change_restarts_the_server(fs, tmp_path: Path) -> None:
     pid, why = client.request_daemon(location, daemon_request("a", cwd), listener.fileno())
     assert (pid, why) == (0, zygote.CODE_CHANGED)
     wait_for("the restart", lambda: "restarting: installed code changed" in d.log(), 30)
-    assert d.wait_serving() == server  # re-executed in place
+    assert d.wait_serving(zygotes=forkserver.POOL) == server  # re-executed in place
     pid, why = client.request_daemon(location, daemon_request("a", cwd), listener.fileno())
     assert pid and not why
     stop_daemon(str(tmp_path / "a.sock"), pid)
