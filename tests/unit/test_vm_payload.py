@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -123,9 +124,11 @@ def test_entry_points_and_console_script_match_pyproject():
     parser.read_string(guest_run.entry_points_text(project))
     assert dict(parser["console_scripts"]) == {"containerd-shim-pyshim-v1": "shim.main:main"}
     assert dict(parser["pyshim.runtimes"]) == {"crun": "runtime.builtin:crun", "runc": "runtime.builtin:runc"}
-    script = guest_run.console_script("/opt/pyshim/venv/bin/python", "shim.main:main")
-    assert script.splitlines()[0] == "#!/opt/pyshim/venv/bin/python"  # containerd execs it directly
-    assert "from shim.main import main" in script and "sys.exit(main())" in script
+    script = guest_run.console_script("/opt/pyshim/venv/bin/python", "shim.main:main", ["/site", "/payload/src"])
+    lines = script.splitlines()
+    assert lines[0] == "#!/opt/pyshim/venv/bin/python -IS"  # containerd execs it directly; like install.sh's
+    assert lines[-4:] == ["sys.path.append('/site')", "sys.path.append('/payload/src')", "from shim.main import main",
+                          "os._exit(main())"]
 
 
 def test_install_checkout_makes_entry_points_visible(tmp_path):
@@ -144,7 +147,11 @@ def test_install_checkout_makes_entry_points_visible(tmp_path):
             "print([e.value for e in m.entry_points(group='demo.plugins')])")
     out = subprocess.run(["python3", "-c", code, str(site), str(src)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['mypkg:main']"
-    assert (venv / "bin" / "demo-cli").stat().st_mode & 0o111
+    cli_script = venv / "bin" / "demo-cli"
+    assert cli_script.stat().st_mode & 0o111
+    # the launcher runs with a real interpreter (here: this test's, in place of the guest venv's)
+    cli_script.write_text(cli_script.read_text().replace(str(venv / "bin" / "python"), sys.executable, 1))
+    assert subprocess.run([str(cli_script)], timeout=30).returncode == 7
 
 
 RUNC = "io.containerd.runc.v2"

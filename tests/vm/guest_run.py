@@ -8,8 +8,9 @@ Rules:
   can change without rebuilding the image.
 - Nothing runs before ``stat -fc %T /sys/fs/cgroup`` says ``cgroup2fs`` and no cgroup v1 hierarchy is mounted.
 - The checkout (/payload/src) is installed into the venv the way ``pip install -e`` would leave it: a .pth
-  file, a dist-info with the entry points of pyproject.toml (backends are found through them) and the console
-  scripts, whose first line is the venv interpreter (containerd execs the shim directly).
+  file and a dist-info with the entry points of pyproject.toml (backends are found through them); the console
+  scripts are install.sh's launcher (venv interpreter with -IS, explicit sys.path, os._exit), since containerd
+  execs the shim directly.
 - pytest runs in its own process group as root with CI=true; its output goes to the console (the host shows
   it live) and to RESULTS/pytest.log.  At the time-out it gets SIGINT (fixtures tear down), SIGKILL 60 s later.
 - RESULTS gets: facts.json (kernel, cgroup, criu, versions), pytest.log, pytest.rc, junit.xml, and when pytest
@@ -86,10 +87,14 @@ def entry_points_text(project: dict) -> str:
     return "\n".join(out)
 
 
-def console_script(python: str, target: str) -> str:
+def console_script(python: str, target: str, paths: list[str]) -> str:
+    """The launcher install.sh writes for the shim: ``-IS`` (no site, no PYTHON* variables), only ``paths`` on
+    sys.path, ``os._exit`` (no interpreter finalisation) -- so the guest starts shims the way users do."""
     module, func = target.split(":")
-    return f"#!{python}\nimport sys\nfrom {module} import {func}\nif __name__ == '__main__':\n" \
-           f"    sys.exit({func}())\n"
+    lines = [f"#!{python} -IS", "# written by tests/vm/guest_run.py, like install.sh's launcher", "import os",
+             "import sys", *(f"sys.path.append({p!r})" for p in paths), f"from {module} import {func}",
+             f"os._exit({func}())"]
+    return "\n".join(lines) + "\n"
 
 
 def python_dir() -> str:
@@ -109,7 +114,7 @@ def install_checkout(src: Path, venv: Path) -> str:
     (info / "INSTALLER").write_text("pyshim-vm\n")
     for script, target in project.get("scripts", {}).items():
         path = venv / "bin" / script
-        path.write_text(console_script(str(venv / "bin" / "python"), target))
+        path.write_text(console_script(str(venv / "bin" / "python"), target, [str(site), str(src)]))
         path.chmod(0o755)
     return name
 
