@@ -447,3 +447,36 @@ def test_info_reports_runtime_features_and_echoes_options(tmp_path: Path) -> Non
     assert not without.HasField("features")
     broken = run_shim(["-info"], tmp_path, stdin=b"\x0a\x50")
     assert broken.returncode == 1 and broken.stdout == b"" and b"-info" in broken.stderr
+
+
+def test_spawn_daemon_asks_the_fork_server_first_and_falls_back(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from shim import forkserver_client
+
+    asked: list = []
+    done: list[str] = []
+    answer = [(4242, "")]
+    monkeypatch.setattr(forkserver_client, "request_daemon",
+                        lambda location, req, fd: asked.append((location, req, fd)) or answer[0])
+    monkeypatch.setattr(forkserver_client, "revive", lambda location, env: done.append("revive") or 0)
+    monkeypatch.setattr(start, "spawn_fresh", lambda *args: done.append("fresh") or 99)
+    monkeypatch.setenv("PYSHIM_FORKSERVER_DIR", str(tmp_path))
+    monkeypatch.setenv("FS_MARK", "x=y")
+    monkeypatch.delenv("PYSHIM_FORKSERVER", raising=False)
+    monkeypatch.chdir(tmp_path)
+    flags = ShimFlags(namespace="ns", id="c1", address="/a.sock", debug=True)
+    with socket.socket(socket.AF_UNIX) as listener:
+        assert start.spawn_daemon(flags, listener) == 4242 and done == []
+        location, req, fd = asked[0]
+        assert location.directory == str(tmp_path) and fd == listener.fileno()
+        assert req.argv == ("-namespace", "ns", "-id", "c1", "-address", "/a.sock", "-debug")
+        assert req.cwd == os.fsencode(str(tmp_path)) and b"FS_MARK=x=y" in req.env
+        assert req.program == tuple(start.daemon_program())
+
+        answer[0] = (0, "fork server unavailable: ENOENT")
+        assert start.spawn_daemon(flags, listener) == 99 and done == ["fresh", "revive"]
+
+        monkeypatch.setenv("PYSHIM_FORKSERVER", "off")
+        done.clear()
+        asked.clear()
+        assert start.spawn_daemon(flags, listener) == 99 and done == ["fresh"] and asked == []
