@@ -5,8 +5,9 @@ Rules:
   CACHE/<version>/ (CACHE = $PYSHIM_CONFORMANCE_CACHE or ~/.cache/pyshim/conformance); the test binary is
   CACHE/<version>/client.test and the helpers the suite runs from PATH (TOOLS: ``runc-fp``, the failpoint
   wrapper of runc that TestIssue9103/TestIssue10589 name as runc's BinaryName) are in CACHE/<version>/bin.
-  They are valid while CACHE/<version>/stamp matches the inputs (suite version, source origin, Go version).  The stamp is written last and a lock serialises builders, so a half-built
-  tree is never used and CI rebuilds once per machine.
+  They are valid while CACHE/<version>/stamp matches the inputs (suite version, source origin, Go version).
+  The stamp is written last and a lock serialises builders, so a half-built tree is never used and CI
+  rebuilds once per machine.
 - The containerd module comes from the Go module proxy (``go mod download``, checked against the checksum
   database) into the pyshim module cache ($PYSHIM_GOMODCACHE, default ~/.cache/pyshim/gomod).
 - 2.x: integration/client is a package of the ``containerd/v2`` module and builds in place.

@@ -62,7 +62,8 @@ def load(path: Path = DEFAULT) -> list[Entry]:
                 raise SkipListError(f"{path}: [[{kind}]] {raw.get('test')!r}: needs test and reason, "
                                     f"allows {sorted(KEYS)} (unknown: {sorted(bad)})")
             if raw.get("when") is not None and raw["when"] not in CONDITIONS:
-                raise SkipListError(f"{path}: {raw['test']}: unknown condition {raw['when']!r}; known {sorted(CONDITIONS)}")
+                raise SkipListError(f"{path}: {raw['test']}: unknown condition {raw['when']!r}; "
+                                    f"known {sorted(CONDITIONS)}")
             entry = Entry(kind, raw["test"], " ".join(raw["reason"].split()),
                           tuple(raw.get("versions", ())), tuple(raw.get("runtimes", ())), raw.get("when"))
             key = (entry.test, entry.versions, entry.runtimes, entry.when)

@@ -46,9 +46,16 @@ def test_skip_pattern_anchors_each_level(tmp_path: Path) -> None:
     assert skiplist.expected_skip(entries, "1", "y", none, "TestCD") is None
 
 
-@pytest.mark.parametrize("text", ['[[skip]]\ntest = "T"\nreason = " "\n', '[[skip]]\ntest = "T"\nreason = "r"\nwhy = 1\n',
-                                  '[[nope]]\ntest = "T"\n', '[[skip]]\ntest = "T"\nreason = "r"\nwhen = "full-moon"\n',
-                                  '[[skip]]\ntest = "T"\nreason = "r"\n' * 2])
+BAD_SKIP_LISTS = [
+    '[[skip]]\ntest = "T"\nreason = " "\n',                        # empty reason
+    '[[skip]]\ntest = "T"\nreason = "r"\nwhy = 1\n',                # unknown key
+    '[[nope]]\ntest = "T"\n',                                       # unknown table
+    '[[skip]]\ntest = "T"\nreason = "r"\nwhen = "full-moon"\n',     # unknown condition
+    '[[skip]]\ntest = "T"\nreason = "r"\n' * 2,                     # duplicate
+]
+
+
+@pytest.mark.parametrize("text", BAD_SKIP_LISTS)
 def test_skip_list_errors(tmp_path: Path, text: str) -> None:
     (tmp_path / "s.toml").write_text(text)
     with pytest.raises(skiplist.SkipListError):
