@@ -8,15 +8,16 @@ Rules:
 - Right after the fork: a new session, a fresh interpreter's signal dispositions, mask and wakeup fd, and
   only the listener and the channel to the server kept, with /dev/null on 0-2 (the server's Python sockets
   are detached first, so no stale object can ever close a daemon's descriptor). A trial trio run builds a
-  daemon's parts (``warm``, off the critical path; skipped when a start already waits). Then it waits for a connection or for EOF on the channel
-  (the server exited, crashed or restarted), which ends it.
+  daemon's parts (``warm``, off the critical path; skipped when a start already waits). Then it waits for a
+  connection or for EOF on the channel (the server exited, crashed or restarted), which ends it.
 - Per connection (``Gate.check``): the peer's SO_PEERCRED uid must be 0, else the connection is closed
   unanswered; the request must arrive within REQUEST_TIMEOUT, decode, be a daemon command line that fits
   the argv area, carry exactly one socket descriptor, come from a peer in the server's namespaces, and the
   installed code must be what the server preloaded. A refusal is answered and the zygote waits again;
   "code changed" is also reported to the server on the channel (it restarts) and ends the zygote.
 - An accepted request: the zygote tells the server its pid and the container (for the server's log), closes
-  the listener and the channel (the server sees EOF and forks the next zygote) and becomes the daemon (forkserver_child.become_daemon, which replies to ``start``).
+  the listener and the channel (the server sees EOF and forks the next zygote) and becomes the daemon
+  (forkserver_child.become_daemon, which replies to ``start``).
 - Nothing here returns: every path ends in os._exit, so none of the server's cleanup ever runs here.
 """
 
