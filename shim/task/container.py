@@ -9,6 +9,10 @@ Rules:
   when the container is deleted).
 - Event order per process: the start event is queued while `lifecycle` is held; the exit handler takes
   `lifecycle` before it queues the exit. The init's exit is queued after all its execs' exits.
+- Kill of the init holds `lifecycle` across the runtime call (upstream Init.Kill holds p.mu, which SetExited
+  needs), so the exit it causes is neither queued nor answered to Wait before Kill returns. Otherwise
+  containerd (1.7, 2.x CRI) reacts to that Wait with Delete, Shutdown and closing the connection while the
+  Kill is still in flight, and the Kill fails with "ttrpc: closed".
 - A container created from a checkpoint (`restore` set) runs nothing at create: its stdio is prepared and
   Start runs the backend's restore, which creates a new init pid (registered like an exec's).
 - An init that exits while paused gets its cgroup resumed, so what is left of the container can die
@@ -287,10 +291,11 @@ class Container:
         p = self.process(exec_id)
         p.check(Op.KILL)
         if p.is_init:
-            try:
-                await self.backend.kill(self.ref, sig, all=all)
-            except BackendError as e:
-                raise backend_error(e) from None
+            async with p.lifecycle:  # see the module rules: the exit this causes waits for our reply
+                try:
+                    await self.backend.kill(self.ref, sig, all=all)
+                except BackendError as e:
+                    raise backend_error(e) from None
             return
         if p.exited:
             raise NotFound("process already finished")
