@@ -114,13 +114,13 @@ def cleanup(c: PrivateContainerd, *cids: str) -> None:
 
 @contextmanager
 def running(c: PrivateContainerd, runtime: str, cid: str, image_or_rootfs: str | Path, *argv: str,
-            extra: tuple[str, ...] = ()) -> Iterator[ctrout.TaskRow]:
+            extra: tuple[str, ...] = (), timeout: float = 15.0) -> Iterator[ctrout.TaskRow]:
     """``ctr run -d`` a container (from a rootfs directory when given a Path, else an image reference),
-    wait until RUNNING, yield its task row, and clean it up whatever happens."""
+    wait (up to ``timeout``) until RUNNING, yield its task row, and clean it up whatever happens."""
     source = ["--rootfs", str(image_or_rootfs)] if isinstance(image_or_rootfs, Path) else [image_or_rootfs]
     try:
         c.ctr("run", "-d", "--runtime", runtime, *extra, *source, cid, *argv)
-        yield wait_status(c, cid, "RUNNING")
+        yield wait_status(c, cid, "RUNNING", timeout=timeout)
     finally:
         cleanup(c, cid)
 
