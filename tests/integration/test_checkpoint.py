@@ -117,7 +117,7 @@ def test_checkpoint_with_options_then_restore(criu_works, containerd, runtime, b
     api = ctl_grpc.Tasks(containerd, timeout=60 * SLOW)
     cid, log, images = new_id("ckopt"), busybox_rootfs / "count.log", tmp_path / "images"
     with running(containerd, runtime, cid, busybox_rootfs, "/bin/sh", "-c", COUNT.format(log="/count.log"),
-                 extra=NET):
+                 extra=NET, timeout=15 * SLOW):
         wait_count(log, 3)
         containerd.ctr("task", "pause", cid)  # as the client does before a checkpoint; fixes the saved count
         saved = len(numbers(log))
@@ -136,7 +136,7 @@ def test_checkpoint_with_options_then_restore(criu_works, containerd, runtime, b
         after = len(numbers(log))
         pid = restore_from(containerd, api, cid, descriptors, str(images))
         assert task_row(containerd, cid).pid == pid
-        wait_status(containerd, cid, "RUNNING")
+        wait_status(containerd, cid, "RUNNING", timeout=15 * SLOW)
         assert_continues(wait_count(log, after + 3), saved, after)
 
 
@@ -148,7 +148,7 @@ def test_ctr_task_checkpoint_then_restore(criu_works, containerd, runtime, busyb
     api = ctl_grpc.Tasks(containerd, timeout=60 * SLOW)
     cid, log = new_id("ckctr"), busybox_rootfs / "count.log"
     with running(containerd, runtime, cid, busybox_rootfs, "/bin/sh", "-c", COUNT.format(log="/count.log"),
-                 extra=NET):
+                 extra=NET, timeout=15 * SLOW):
         before = len(wait_count(log, 3))
         with explained(containerd):
             name = containerd.ctr("task", "checkpoint", cid, timeout=120 * SLOW).stdout.strip()
@@ -187,7 +187,7 @@ def test_ctr_container_checkpoint_and_restore_live(criu_works, containerd, runti
     mount = ("--mount", f"type=bind,src={data},dst=/data,options=rbind:rw", *NET)
     try:
         with running(containerd, runtime, cid, busybox_image, "/bin/sh", "-c", COUNT.format(log="/data/count.log"),
-                     extra=mount):
+                     extra=mount, timeout=15 * SLOW):
             before = len(wait_count(log, 3))
             with explained(containerd):
                 containerd.ctr("container", "checkpoint", "--task", cid, ref, timeout=120 * SLOW)
@@ -228,7 +228,7 @@ def test_checkpoint_failure_reaches_ctr(containerd, busybox_rootfs, tmp_path, ru
         wrapper.chmod(0o755)
         rt, extra = RUNC, ("--runc-binary", str(wrapper))
     cid = new_id("ckfail")
-    with running(containerd, rt, cid, busybox_rootfs, "/bin/sleep", "600", extra=extra):
+    with running(containerd, rt, cid, busybox_rootfs, "/bin/sleep", "600", extra=extra, timeout=15 * SLOW):
         res = containerd.ctr("task", "checkpoint", cid, check=False, timeout=120)
         assert res.returncode != 0
         assert "CRIU version check failed" in res.stderr, res.stderr  # runc's own words

@@ -27,6 +27,7 @@ from .harness import ctrout
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /counter; sleep 0.05; done"
 MiB = 1 << 20
+WAIT = 300.0  # upper bound of every wait: returns as soon as the condition holds; TCG in the VM is ~20x slower
 
 
 def counter(rootfs: Path) -> int:
@@ -34,7 +35,7 @@ def counter(rootfs: Path) -> int:
     return int(text) if text else 0
 
 
-def progressing(rootfs: Path, within: float = 10.0) -> bool:
+def progressing(rootfs: Path, within: float = WAIT) -> bool:
     first = counter(rootfs)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -61,9 +62,10 @@ def refusal(res) -> str:
 def test_pause_resume(containerd, runtime, busybox_rootfs):
     cid = new_id("pause")
     with EventStream(containerd) as events, running(containerd, runtime, cid, busybox_rootfs, "/bin/sh", "-c",
-                                                    COUNTER) as row:
+                                                    COUNTER, timeout=WAIT) as row:
         cg = Cgroup.of(row.pid)
-        wait_until("the counter", lambda: (busybox_rootfs / "counter").exists() and progressing(busybox_rootfs))
+        wait_until("the counter", lambda: (busybox_rootfs / "counter").exists() and progressing(busybox_rootfs),
+                   timeout=WAIT)
         containerd.ctr("task", "pause", cid)
         assert task_row(containerd, cid).status == "PAUSED"
         assert cg.frozen()
@@ -81,7 +83,7 @@ def test_pause_resume(containerd, runtime, busybox_rootfs):
         assert progressing(busybox_rootfs)
         assert refusal(containerd.ctr("task", "resume", cid, check=False)) == "cannot resume a running process"
         wait_until("paused and resumed events", lambda: len(
-            [e for e in events.about(cid) if e.topic in ("/tasks/paused", "/tasks/resumed")]) == 2)
+            [e for e in events.about(cid) if e.topic in ("/tasks/paused", "/tasks/resumed")]) == 2, timeout=WAIT)
         got = [(e.topic, e.payload) for e in events.about(cid) if e.topic in ("/tasks/paused", "/tasks/resumed")]
         assert got == [("/tasks/paused", {"container_id": cid}), ("/tasks/resumed", {"container_id": cid})]
 
@@ -94,10 +96,10 @@ def test_kill_paused_container(containerd, runtime, busybox_rootfs, kill_all):
     proc = start(containerd, "run", "--runtime", runtime, "--rootfs", str(busybox_rootfs), cid,
                  "/bin/sh", "-c", "sleep 600 & " + COUNTER)
     try:
-        wait_status(containerd, cid, "RUNNING")
+        wait_status(containerd, cid, "RUNNING", timeout=WAIT)
         containerd.ctr("task", "pause", cid)
         containerd.ctr("task", "kill", *(["--all"] if kill_all else []), "--signal", "SIGKILL", cid)
-        assert finish(proc, 30).returncode == 137
+        assert finish(proc, WAIT).returncode == 137
         assert task_row(containerd, cid) is None  # the foreground ctr run deleted the stopped task
         assert cgroup_pids(containerd.namespace, cid) == set()
     finally:
@@ -111,7 +113,7 @@ def test_init_killed_from_outside_while_paused(containerd, runtime, busybox_root
     # cgroup v1: a frozen task does not die of SIGKILL until thawed, so the task stays paused until resumed.
     # cgroup v2: it dies frozen; the shim then resumes the cgroup (upstream pausedState.SetExited).
     cid = new_id("extkill")
-    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sh", "-c", COUNTER) as row:
+    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sh", "-c", COUNTER, timeout=WAIT) as row:
         cg = Cgroup.of(row.pid)
         containerd.ctr("task", "pause", cid)
         os.kill(row.pid, signal.SIGKILL)
@@ -119,7 +121,7 @@ def test_init_killed_from_outside_while_paused(containerd, runtime, busybox_root
             time.sleep(0.5)
             assert task_row(containerd, cid).status == "PAUSED" and cg.frozen()
             containerd.ctr("task", "resume", cid)
-        wait_status(containerd, cid, "STOPPED", timeout=30)
+        wait_status(containerd, cid, "STOPPED", timeout=WAIT)
         assert not cg.frozen()
         res = containerd.ctr("task", "rm", cid, check=False)
         assert res.returncode == 0 and "exit code 137" in res.stderr
@@ -130,7 +132,7 @@ def test_update_reaches_the_cgroup(containerd, runtime, busybox_rootfs):
     ctl_grpc.require()
     api = ctl_grpc.Tasks(containerd)
     cid = new_id("update")
-    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600") as row:
+    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600", timeout=WAIT) as row:
         cg = Cgroup.of(row.pid)
         api.update(cid, {"memory": {"limit": 64 * MiB}, "cpu": {"quota": 20000, "period": 100000},
                          "pids": {"limit": 99}})
@@ -140,7 +142,7 @@ def test_update_reaches_the_cgroup(containerd, runtime, busybox_rootfs):
         assert cg.memory_limit() == 96 * MiB
         containerd.ctr("task", "resume", cid)
         containerd.ctr("task", "kill", "--signal", "SIGKILL", cid)
-        wait_status(containerd, cid, "STOPPED")
+        wait_status(containerd, cid, "STOPPED", timeout=WAIT)
         with pytest.raises(ctl_grpc.CallError) as info:
             api.update(cid, {"memory": {"limit": 128 * MiB}})
         assert sentence(info.value.details) == "cannot update a stopped container"
@@ -152,7 +154,7 @@ def test_update_with_a_bad_document_is_refused(containerd, runtime, busybox_root
     ctl_grpc.require()
     api = ctl_grpc.Tasks(containerd)
     cid = new_id("updbad")
-    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600") as row:
+    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600", timeout=WAIT) as row:
         cg = Cgroup.of(row.pid)
         before = cg.memory_limit()
         with pytest.raises(ctl_grpc.CallError) as info:
@@ -166,9 +168,9 @@ def test_update_with_a_bad_document_is_refused(containerd, runtime, busybox_root
 @pytest.mark.vm
 def test_pids_of_a_stopped_task_is_empty(containerd, runtime, busybox_rootfs):
     cid = new_id("psstop")
-    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600"):
+    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600", timeout=WAIT):
         containerd.ctr("task", "kill", "--signal", "SIGKILL", cid)
-        wait_status(containerd, cid, "STOPPED")
+        wait_status(containerd, cid, "STOPPED", timeout=WAIT)
         assert ctrout.task_processes(containerd.ctr("task", "ps", cid).stdout) == []
 
 
