@@ -70,7 +70,8 @@ def test_markers_survive_escape_prefixes_and_later_lines_win():
 def test_run_kills_qemu_at_the_deadline(tmp_path, monkeypatch):
     # a stand-in for qemu that writes a serial line and never exits: the deadline must end it
     fake = tmp_path / "fake-qemu"
-    fake.write_text("#!/bin/sh\nfor a; do case $a in file:*) echo 'VMTEST up=1' > ${a#file:};; esac; done\nexec sleep 60\n")
+    fake.write_text("#!/bin/sh\nfor a; do case $a in file:*) echo 'VMTEST up=1' > ${a#file:};; esac; done\n"
+                    "exec sleep 60\n")
     fake.chmod(0o755)
     monkeypatch.setattr(qemu, "QEMU", str(fake))
     lines: list[str] = []

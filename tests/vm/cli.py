@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({image.directory})", flush=True)
     if ns.build_only:
         return 0
+    if shutil.which(qemu.QEMU) is None:
+        print(f"tools/vm-test: {qemu.QEMU} not found (install Debian's qemu-system-x86: sudo ./install.sh)",
+              file=sys.stderr)
+        return 2
     cpuinfo = Path("/proc/cpuinfo").read_text()
     accel = qemu.choose_accel(ns.accel, cpuinfo, os.access("/dev/kvm", os.W_OK))
     res_dir = results_dir(ns)

@@ -11,8 +11,10 @@ Rules:
   file and a dist-info with the entry points of pyproject.toml (backends are found through them); the console
   scripts are install.sh's launcher (venv interpreter with -IS, explicit sys.path, os._exit), since containerd
   execs the shim directly.
-- pytest runs in its own process group as root with CI=true; its output goes to the console (the host shows
-  it live) and to RESULTS/pytest.log.  At the time-out it gets SIGINT (fixtures tear down), SIGKILL 60 s later.
+- pytest runs in its own process group as root with CI=true, PYSHIM_IN_VM=1 and PYSHIM_TIME_SCALE=20 (tests
+  multiply their own timing budgets by it; 1 when unset, on the host); its output goes to the console (the host
+  shows it live) and to RESULTS/pytest.log. At the time-out it gets SIGINT (fixtures tear down), SIGKILL 60 s
+  later.
 - RESULTS gets: facts.json (kernel, cgroup, criu, versions), pytest.log, pytest.rc, junit.xml, and when pytest
   failed the private containerds' logs (tail of each, size-capped).
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 VENV = Path(sys.prefix)
 SRC = Path("/payload/src")
 CACHE = Path("/payload/cache")
+TIME_SCALE = 20               # TCG is 10-20x slower than the host ($PYSHIM_TIME_SCALE for tests' budgets)
 LOG_CAP = 256 * 1024          # bytes kept of each containerd log
 LOGS_TOTAL_CAP = 24 << 20     # bytes of containerd logs copied in all
 
@@ -120,9 +123,8 @@ def install_checkout(src: Path, venv: Path) -> str:
 
 
 def pytest_argv(config: dict, results: Path) -> list[str]:
-    scale = 20
     return [str(VENV / "bin" / "python"), "-m", "pytest", f"--junitxml={results / 'junit.xml'}",
-            "-o", "junit_family=xunit2", "-o", f"faulthandler_timeout={60 * scale}", "-p", "no:cacheprovider",
+            "-o", "junit_family=xunit2", "-o", f"faulthandler_timeout={60 * TIME_SCALE}", "-p", "no:cacheprovider",
             *config["pytest_args"]]
 
 
@@ -179,8 +181,9 @@ def main(config_path: str, results_dir: str) -> int:
         print(f"guest_run: not pure cgroup v2: /sys/fs/cgroup is {cg['fstype']}, v1 mounts {v1}", flush=True)
         return 3
     install_checkout(SRC, VENV)
-    env = dict(os.environ, CI="true", PYSHIM_IN_VM="1", PYSHIM_CACHE=str(CACHE),
-               PYSHIM_CONTAINERD_VERSIONS=",".join(config["versions"]), **config.get("env", {}))
+    env = dict(os.environ, CI="true", PYSHIM_IN_VM="1", PYSHIM_TIME_SCALE=str(TIME_SCALE),
+               PYSHIM_CACHE=str(CACHE), PYSHIM_CONTAINERD_VERSIONS=",".join(config["versions"]),
+               **config.get("env", {}))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # .pyc files are worth keeping: every shim start imports again
     argv = pytest_argv(config, results)
     say(pytest_start_uptime=uptime())

@@ -4,8 +4,9 @@ Loaded by tools/vm-test's default arguments (``-p tests.vm.selection``), never o
 when it is marked ``vm`` (on every containerd version in the guest), or lives in tests/vm/guest_checks.py, or
 is one of ``CORE`` run with the pyshim runtime (the ``runtime`` parameter of tests/integration/e2e_helpers.py)
 on the first containerd version of $PYSHIM_CONTAINERD_VERSIONS (the guest's own 1.6.20 by default);
-everything else is deselected, and said so in pytest's summary.  ``CORE`` is chosen to fit the CI budget under TCG (~15-20x slower than native):
-one scenario per area of the shim (run and exit codes, stdio, exec and kill, events, tty, shim death).
+everything else is deselected, and said so in pytest's summary.  ``CORE`` is chosen to fit the CI budget under
+TCG (~15-20x slower than native): one scenario per area of the shim (run and exit codes, stdio, exec and
+kill, events, tty, shim death).
 """
 from __future__ import annotations
 
