@@ -7,8 +7,9 @@ Rules:
 - The Go runc shim is the reference for the shape of the Metrics; where pyshim deliberately differs
   (network counters, Stats of a stopped task) the runc case asserts upstream's behaviour, so the test
   documents the difference instead of hiding it.
-- OOM: events are subscribed before the containers exist; each OOM container must yield exactly one
-  /tasks/oom, published before its init's /tasks/exit (137).
+- OOM: events are subscribed before the containers exist; with pyshim each OOM container must yield exactly
+  one /tasks/oom, published before its init's /tasks/exit (137), within a second. runc.v2 gives no such
+  order (its OOM watcher and exit processing race): there the test only asserts the event and the timing.
 """
 from __future__ import annotations
 
@@ -169,12 +170,17 @@ def test_oom_event_before_exit(containerd, runtime, busybox_image, count):
         cleanup(containerd, *cids)
     for cid, events in by_cid.items():
         topics = [e.topic for e in events]
-        assert topics.count("/tasks/oom") == 1, (cid, topics)
-        assert topics.index("/tasks/oom") < topics.index("/tasks/exit"), (cid, topics)
         assert int(events[topics.index("/tasks/exit")].payload.get("exit_status", 0)) == 137
         oom_line = next(line for line in lines if "/tasks/oom" in line and cid in line)
         exit_line = next(line for line in lines if "/tasks/exit" in line and cid in line)
-        assert (event_time(exit_line) - event_time(oom_line)).total_seconds() < 1.0
+        gap = (event_time(exit_line) - event_time(oom_line)).total_seconds()
+        if runtime == PYSHIM:
+            assert topics.count("/tasks/oom") == 1, (cid, topics)
+            assert topics.index("/tasks/oom") < topics.index("/tasks/exit"), (cid, topics)
+            assert 0 <= gap < 1.0
+        else:  # upstream publishes from a separate goroutine: seen after the exit (2.1.9, four at once)
+            assert topics.count("/tasks/oom") >= 1, (cid, topics)
+            assert abs(gap) < 1.0
 
 
 @pytest.mark.vm
