@@ -17,8 +17,9 @@ Run as ``python -P -m shim.forkserver DIR [padding]`` (forkserver_client.revive 
 - Code changes restart it (forkserver_preload.Watch): zygotes check our packages' files and the sys.path
   directories per request and report a change; the server checks every loaded module file and the
   interpreter on a CHECK_INTERVAL timer. A restart unlinks the socket, drops the lock, closes the channels
-  (idle zygotes exit) and re-executes the server. It exits when its socket file is removed or replaced, and
-  on SIGTERM/SIGINT/SIGHUP, unlinking only what is still its own. Daemons are never affected by any of this.
+  (idle zygotes exit) and re-executes the server. It exits when its socket file is removed or replaced, when
+  no zygote was taken for IDLE_EXIT seconds (e.g. an old install nobody runs), and on SIGTERM/SIGINT/SIGHUP,
+  unlinking only what is still its own. Daemons are never affected by any of this.
 - Diagnostics go to ``fs-<key>.log`` (truncated at start when over LOG_LIMIT), written with os.write only: the
   server holds no Python file objects, so nothing it owns can close a daemon's descriptor after a fork.
 """
@@ -40,6 +41,9 @@ from shim import forkserver_child, forkserver_preload as preload, forkserver_pro
 from shim import forkserver_zygote as zygote
 
 CHECK_INTERVAL = 2.0
+# An unused server goes (a copy of the code nobody runs any more); the next start revives it. The server's own
+# environment may shorten it (tests).
+IDLE_EXIT = float(os.environ.get("PYSHIM_FORKSERVER_IDLE", "3600"))
 POOL = 2
 BACKLOG = 4096
 LOG_LIMIT = 1 << 20
@@ -66,6 +70,7 @@ class Server:
         self.gate: zygote.Gate | None = None
         self.zygotes: dict[int, socket.socket] = {}  # our end of each zygote's channel, by fd
         self.taken = 0
+        self.last_taken = time.monotonic()
 
     def log(self, message: str) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} forkserver[{self.pid}] {message}\n"
@@ -177,6 +182,7 @@ class Server:
                     self.restart(zygote.CODE_CHANGED)
                 if word.startswith(zygote.TAKEN):
                     self.taken += 1
+                    self.last_taken = time.monotonic()
                     self.log(f"daemon {word[len(zygote.TAKEN):].decode(errors='replace').strip()}")
                 else:
                     self.log("a zygote exited unused")
@@ -187,6 +193,9 @@ class Server:
     def housekeeping(self) -> None:
         if not self._socket_is_ours():
             self.log("socket file removed or replaced: exiting")
+            raise Stop(0)
+        if time.monotonic() - self.last_taken > IDLE_EXIT:
+            self.log(f"no daemon asked for in {IDLE_EXIT:.0f} s: exiting")
             raise Stop(0)
         if self.gate.watch.changed(full=True):
             self.restart(zygote.CODE_CHANGED)

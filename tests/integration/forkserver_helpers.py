@@ -101,10 +101,12 @@ class FsDir:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_server(directory: Path, root: str, executable: str = sys.executable) -> subprocess.Popen:
+def start_server(directory: Path, root: str, executable: str = sys.executable,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
     """Our own child: a fork server for the code at ``root``."""
     argv = [executable, "-P", "-m", "shim.forkserver", str(directory), " " * forkserver_client.TITLE_SPACE]
-    return subprocess.Popen(argv, env={"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": root},
+    env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": root, **(env or {})}
+    return subprocess.Popen(argv, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 

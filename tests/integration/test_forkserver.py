@@ -220,6 +220,15 @@ def test_the_server_leaves_with_its_socket_file_and_on_sigterm(fs) -> None:
     assert not d.files("sock") and not d.files("pid")
 
 
+def test_an_unused_server_leaves(fs) -> None:
+    d, children = fs
+    children.append(start_server(d.directory, str(REPO), env={"PYSHIM_FORKSERVER_IDLE": "3"}))
+    d.wait_serving()
+    wait_for("the idle server to leave", lambda: not d.servers() and not d.zygotes(), 30)
+    assert "no daemon asked for in 3 s: exiting" in d.log()
+    assert not d.files("sock") and not d.files("pid")
+
+
 def test_a_start_without_a_server_falls_back_and_revives_it(fs, tmp_path: Path) -> None:
     d, _ = fs
     b = bundle(tmp_path, "rev")
