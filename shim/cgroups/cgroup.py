@@ -58,6 +58,8 @@ class ContainerCgroup:
         return V1_TYPE, metrics.SerializeToString()
 
     def _network(self, pid: int) -> list[net.Interface]:
+        if pid <= 0:
+            return []  # the init has exited: its pid may name another process by now
         try:
             if net.host_netns(pid):
                 if not self._said_host_net:
