@@ -65,11 +65,8 @@ class ArgvArea:
 
 
 def title(req: proto.Request) -> list[str]:
-    """The command line of a fresh daemon: the interpreter runs the program (a script) or is it."""
-    program = list(req.program)
-    if program[0] != sys.executable:
-        program.insert(0, sys.executable)
-    return program + list(req.argv)
+    """The command line of a fresh daemon."""
+    return list(req.program) + list(req.argv)
 
 
 def set_comm(program: str) -> None:
@@ -148,7 +145,7 @@ def become_daemon(conn_fd: int, listen_fd: int, req: proto.Request, peer: int, a
             _inherit(req, peer)
             args = title(req)
             area.write(args)
-            set_comm(req.program[0])
+            set_comm(req.comm or req.program[0])
             sys.argv = args[1:]
             if os.environ.get(TRACE_ENV):
                 _trace_imports(os.environ[TRACE_ENV])

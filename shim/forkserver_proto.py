@@ -11,8 +11,9 @@ Rules:
   reply message, so neither side needs framing. Both are protobuf wire format (shim/wire.py); the reply
   comes from the forked daemon itself, not from the server.
 - Request: 1 version, 2 argv (repeated: the daemon's flags), 3 env (repeated ``NAME=value`` bytes), 4 cwd
-  (bytes), 5 umask + 1 (so umask 0 survives proto3's zero omission), 6 program (repeated: how a fresh daemon
-  would be run, for its command line). Reply: 1 pid, 2 error text; exactly one is set.
+  (bytes), 5 umask + 1 (so umask 0 survives proto3's zero omission), 6 program (repeated: what a fresh
+  daemon's command line would start with, interpreter and options included), 7 comm (the name the kernel
+  would give it). Reply: 1 pid, 2 error text; exactly one is set.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Request(Record):
     cwd: bytes
     umask: int
     program: tuple[str, ...]
+    comm: str = ""
 
 
 def encode_request(req: Request) -> bytes:
@@ -80,12 +82,13 @@ def encode_request(req: Request) -> bytes:
     out.append(wire.bytes_field(4, req.cwd))
     out.append(wire.uint_field(5, req.umask + 1))
     out += [wire.message_field(6, p.encode("utf-8", "surrogateescape")) for p in req.program]
+    out.append(wire.string_field(7, req.comm))
     return b"".join(out)
 
 
 def decode_request(data: bytes) -> Request:
     """Raises ValueError (wire.WireError) for bytes that are not a request of this version."""
-    version, umask, cwd = 0, 0, b""
+    version, umask, cwd, comm = 0, 0, b"", ""
     argv: list[str] = []
     env: list[bytes] = []
     program: list[str] = []
@@ -100,13 +103,15 @@ def decode_request(data: bytes) -> Request:
             cwd = value
         elif number == 5 and wire_type == wire.VARINT:
             umask = value
+        elif number == 7 and wire_type == wire.LEN:
+            comm = value.decode("utf-8", "surrogateescape")
     if version != VERSION:
         raise wire.WireError(f"fork request version {version}, expected {VERSION}")
     if not cwd.startswith(b"/") or not program or not umask:
         raise wire.WireError("fork request without an absolute cwd, a program or a umask")
     if any(b"=" not in e or b"\0" in e for e in env):
         raise wire.WireError("fork request environment entries must be NAME=value")
-    return Request(tuple(argv), tuple(env), cwd, (umask - 1) & 0o777, tuple(program))
+    return Request(tuple(argv), tuple(env), cwd, (umask - 1) & 0o777, tuple(program), comm)
 
 
 def encode_reply(pid: int = 0, error: str = "") -> bytes:

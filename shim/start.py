@@ -165,7 +165,8 @@ def spawn_daemon(flags: ShimFlags, listen_sock: Socket) -> int:
     request = forkserver_proto.Request(
         argv=tuple(daemon_argv(flags)),
         env=tuple(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()),
-        cwd=os.fsencode(os.getcwd()), umask=old_umask, program=tuple(program))
+        cwd=os.fsencode(os.getcwd()), umask=old_umask, program=tuple(fresh_command_line(program)),
+        comm=os.path.basename(program[0]))
     pid, _ = forkserver_client.request_daemon(location, request, listen_sock.fileno())
     if pid:
         return pid
@@ -175,6 +176,14 @@ def spawn_daemon(flags: ShimFlags, listen_sock: Socket) -> int:
     except OSError:
         pass  # the fork server is an optimisation: never fail a start over it
     return pid
+
+
+def fresh_command_line(program: list[str]) -> list[str]:
+    """What a fresh daemon's /proc/<pid>/cmdline starts with. Our own script runs under the same #! line we
+    run under, i.e. our own command line up to the script; ``python -m shim`` shows as itself."""
+    if len(program) == 1 and sys.argv and program[0] == os.path.abspath(sys.argv[0]):
+        return [*sys.orig_argv[:len(sys.orig_argv) - len(sys.argv)], program[0]]
+    return program
 
 
 def spawn_fresh(flags: ShimFlags, listen_sock: Socket, program: list[str], env: dict[str, str]) -> int:

@@ -36,6 +36,16 @@ def shim_pid(c, cid: str) -> int:
     return shims[0].pid
 
 
+def cmdline(pid: int) -> tuple[str, ...]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return tuple(a.decode() for a in f.read().split(b"\0") if a)
+
+
+def comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
 def run_detached(c, ref: str, cid: str) -> int:
     c.ctr("run", "-d", "--runtime", PYSHIM, ref, cid, "/bin/sleep", "600")
     wait_status(c, cid, "RUNNING")
@@ -76,10 +86,15 @@ def test_sigkill_of_the_fork_server_spares_containers(forkserver_dir: FsDir, con
     ref = import_image(c, busybox_artifacts)
     fresh, forked, after, again = new_id("k1"), new_id("k2"), new_id("k3"), new_id("k4")
     try:
-        run_detached(c, ref, fresh)
+        fresh_pid = run_detached(c, ref, fresh)
         server = d.wait_serving()
         forked_pid = run_detached(c, ref, forked)
-        assert forked_pid in d.daemons()
+        assert forked_pid in d.daemons() and fresh_pid not in d.daemons()
+        # a forked daemon looks like a fresh one: the same command line (but its id) and name
+        as_seen = {pid: [a if a != cid else "ID" for a in cmdline(pid)]
+                   for pid, cid in ((fresh_pid, fresh), (forked_pid, forked))}
+        assert as_seen[fresh_pid] == as_seen[forked_pid], as_seen
+        assert comm(fresh_pid) == comm(forked_pid)
 
         os.kill(server, signal.SIGKILL)
         wait_for("the zygotes to follow their server", lambda: not d.servers() and not d.zygotes(), 30)

@@ -7,6 +7,7 @@ in test_forkserver_process.py and, through containerd, in tests/integration/test
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -37,6 +38,7 @@ def request(**changes: object) -> proto.Request:
 # -- request and reply ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("changes", [{}, {"umask": 0}, {"umask": 0o777}, {"argv": ("-namespace", "", "-id", "x")},
+                                     {"comm": "containerd-shim"},
                                      {"env": ()}, {"env": (b"A=b=c", b"\xff=\xfe")},
                                      {"program": (sys.executable, "-m", "shim")}])
 def test_request_round_trip(changes: dict) -> None:
@@ -147,9 +149,18 @@ def test_mountinfo_lists_this_hosts_cgroup_mounts() -> None:
 
 # -- argv area, title -----------------------------------------------------------------------------------
 
-def test_title_is_a_fresh_daemons_command_line() -> None:
-    assert child.title(request()) == [sys.executable, "/usr/local/bin/containerd-shim-pyshim-v1", *ARGV]
-    assert child.title(request(program=(sys.executable, "-m", "shim"))) == [sys.executable, "-m", "shim", *ARGV]
+def test_title_is_the_fresh_command_line_start_computed(tmp_path: Path) -> None:
+    prefix = ("/opt/pyshim/venv/bin/python", "-IS", "/usr/local/bin/containerd-shim-pyshim-v1")
+    assert child.title(request(program=prefix)) == [*prefix, *ARGV]
+    script = tmp_path / "shimscript"
+    script.write_text(f"import json, os, sys\nsys.path.insert(0, {str(REPO)!r})\nfrom shim import start\n"
+                      "print(json.dumps([start.fresh_command_line([os.path.abspath(sys.argv[0])]),\n"
+                      "                  start.fresh_command_line([sys.executable, '-m', 'shim'])]))\n")
+    done = subprocess.run([sys.executable, "-S", "-E", str(script), "-namespace", "ns", "start"],
+                          capture_output=True, text=True, timeout=30, check=True)
+    as_script, as_module = json.loads(done.stdout)
+    assert as_script == [sys.executable, "-S", "-E", str(script)]  # what the kernel would run for #!python -SE
+    assert as_module == [sys.executable, "-m", "shim"]
 
 
 def test_argv_area_rewrites_the_command_line() -> None:

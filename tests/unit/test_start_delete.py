@@ -471,7 +471,9 @@ def test_spawn_daemon_asks_the_fork_server_first_and_falls_back(tmp_path: Path,
         assert location.directory == str(tmp_path) and fd == listener.fileno()
         assert req.argv == ("-namespace", "ns", "-id", "c1", "-address", "/a.sock", "-debug")
         assert req.cwd == os.fsencode(str(tmp_path)) and b"FS_MARK=x=y" in req.env
-        assert req.program == tuple(start.daemon_program())
+        program = start.daemon_program()
+        assert req.program == tuple(start.fresh_command_line(program))
+        assert req.comm == os.path.basename(program[0])
 
         answer[0] = (0, "fork server unavailable: ENOENT")
         assert start.spawn_daemon(flags, listener) == 99 and done == ["fresh", "revive"]
