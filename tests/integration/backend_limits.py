@@ -32,11 +32,13 @@ LIMITS: dict[str, dict[str, str]] = {
 def pyshim_toml(backend: str, containerd_version: str) -> str:
     """The pyshim.toml the tests use to run pyshim on ``backend`` under ``containerd_version``.
 
-    Debian bookworm's crun 1.8.1 refuses the ociVersion 1.2.1 of containerd 2.x's specs ("OCI runtime create
-    failed: unknown version specified"; runc.v2 with BinaryName=crun fails the same way), though it runs them:
-    with containerd 2.x the tests set the crun backend's ``oci_version`` option, as README tells crun users to.
+    Debian bookworm's crun 1.8.1 refuses specs newer than ociVersion 1.1.x ("OCI runtime create failed: unknown
+    version specified"; runc.v2 with BinaryName=crun fails the same way), though it runs them: Debian's
+    containerd 1.7.24 writes 1.2.0 (built against Debian's newer runtime-spec), 2.1.9 writes 1.2.1, 2.2+ 1.3.0.
+    With every version but 1.6 the tests set the crun backend's ``oci_version`` option, as README tells crun
+    users to.
     """
     text = f'backend = "{backend}"\n'
-    if backend == "crun" and not containerd_version.startswith("1."):
+    if backend == "crun" and not containerd_version.startswith("1.6."):
         text += '[backends.crun]\noci_version = "1.1.0"\n'
     return text
