@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tests.conformance import build, certs, gotest, images, instance, skiplist
 from tests.conformance.registry import Registry
-from tests.integration.harness import busybox, dist
+from tests.integration.harness import busybox, dist, procs
 from tests.integration.harness.daemon import SCRUB_ENV
 from tests.prereq import in_ci
 
@@ -103,8 +103,14 @@ def one_run(version: str, runtime: str, built: build.Built, d: dist.Dist, entrie
     logs = build.CACHE / "logs" / f"{version}-{runtime}"
     shutil.rmtree(logs, ignore_errors=True)
     shim = Path(sys.executable).parent / instance.PYSHIM_BINARY
+    if runtime == RUNTIMES["pyshim"] and not shim.exists():
+        return gotest.RunResult(problems=[f"{shim} is missing: pip install pyshim into {sys.prefix}"])
     with instance.exclusive(), tempfile.TemporaryDirectory(prefix="pcs-", dir="/tmp") as tmp:
         tmpdir = Path(tmp)
+        foreign = [p for p in procs.all_processes() if "sleep 1" in " ".join(p.argv)]
+        if foreign:  # TestContainerKillInit* grep the host's whole `ps ax` for "sleep 1"
+            print(f"  note: {len(foreign)} process(es) on this host match \"sleep 1\" (e.g. "
+                  f"{' '.join(foreign[0].argv)!r}); TestContainerKillInit* fail on that, whatever the runtime")
         before = instance.leftovers(tmpdir)
         if before:
             print("  cleaning what an earlier run left:", *before, sep="\n    ")
