@@ -7,8 +7,12 @@ Rules:
 - The specs we do not run are passed as ``--ginkgo.skip`` regular expressions; the caller owns that list
   and its reasons (tests/integration/critest_skips.py).  Specs critest skips by itself (e.g. NRI without
   a socket) count as skipped.
-- The result counts come from ginkgo's JUnit report, never from parsing the console.  A run that leaves no
-  report is an error carrying the output's tail.  critest runs under a hard time-out.
+- The result counts come from ginkgo's JUnit report.  A run that leaves no report is an error carrying the
+  output's tail.  critest runs under a hard time-out.
+- A failed spec is run once more (``--ginkgo.flake-attempts=2``), for both handlers alike: a few specs race
+  their own container's exit against StopPodSandbox inside containerd (seen once for runc.v2 on 1.6.20:
+  attach, "failed to kill container: ttrpc: closed").  Ginkgo counts such a spec as passed; how many needed
+  the second run is read from its summary line ("N Flaked") and shown in ``summary()``, never hidden.
 """
 from __future__ import annotations
 
@@ -37,9 +41,11 @@ class Outcome:
     skipped: tuple[str, ...] = ()
     seconds: float = 0.0
     output: str = field(default="", repr=False)
+    flaked: int = 0   # specs that passed only on their second run
 
     def summary(self) -> str:
-        return f"{len(self.passed)} passed, {len(self.failed)} failed, {len(self.skipped)} skipped"
+        return (f"{len(self.passed)} passed, {len(self.failed)} failed, {len(self.skipped)} skipped"
+                + (f" ({self.flaked} passed on a second run)" if self.flaked else ""))
 
 
 def argv(tools: CriTools, instance: CriContainerd, handler: str, report: Path, skips: Sequence[str]) -> list[str]:
@@ -47,7 +53,7 @@ def argv(tools: CriTools, instance: CriContainerd, handler: str, report: Path, s
     endpoint = f"unix://{instance.address}"
     return [str(tools.critest), f"--runtime-endpoint={endpoint}", f"--image-endpoint={endpoint}",
             f"--runtime-handler={handler}", "--ginkgo.no-color",
-            f"--ginkgo.junit-report={report}", "--ginkgo.flake-attempts=1",
+            f"--ginkgo.junit-report={report}", "--ginkgo.flake-attempts=2",
             *(f"--ginkgo.skip={s}" for s in skips)]
 
 
@@ -90,4 +96,6 @@ def run(tools: CriTools, instance: CriContainerd, handler: str, workdir: Path, s
     if not report.exists():
         raise CritestError(f"critest (exit {res.returncode}) wrote no report:\n{output[-4000:]}")
     passed, failed, skipped = parse_report(report)
-    return Outcome(tuple(passed), failed, tuple(skipped), time.monotonic() - start, output)
+    flaked = re.findall(r"\b(\d+) Flaked\b", output)
+    return Outcome(tuple(passed), failed, tuple(skipped), time.monotonic() - start, output,
+                   int(flaked[-1]) if flaked else 0)
