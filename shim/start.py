@@ -49,6 +49,7 @@ from shim.lean import SIGKILL, SIGPIPE, SIGXFSZ, unix_socket
 from shim.record import Record
 
 RUNC_OPTIONS = "containerd.runc.v1.Options"
+LEGACY_CREATE_OPTIONS = "containerd.linux.runc.CreateOptions"
 CONNECT_TIMEOUT = 0.1
 BACKLOG = 4096  # the kernel clamps it to net.core.somaxconn, like Go's listener
 OOM_SCORE_MIN, OOM_SCORE_MAX = -1000, 1000
@@ -264,13 +265,16 @@ def _type_name(type_url: str) -> str:
 
 
 def shim_cgroup(options: bytes) -> str:
-    """``shim_cgroup`` (field 3) of a containerd.runc.v1.Options Any; "" for no options or another type."""
+    """``shim_cgroup`` of the options Any: field 3 of containerd.runc.v1.Options, or field 9 of the legacy
+    containerd.linux.runc.CreateOptions that 1.6/1.7 clients send for runtimes not named io.containerd.runc.*
+    (containerd's TestShimInCgroup); "" for no options or another type."""
     if not options:
         return ""
     type_url, value = wire.decode_any(options)
-    if _type_name(type_url) != RUNC_OPTIONS:
+    field = {RUNC_OPTIONS: 3, LEGACY_CREATE_OPTIONS: 9}.get(_type_name(type_url))
+    if field is None:
         return ""
-    return wire.get_string(wire.fields(value), 3)
+    return wire.get_string(wire.fields(value), field)
 
 
 # -- the action -----------------------------------------------------------------------------------------

@@ -482,3 +482,14 @@ def test_spawn_daemon_asks_the_fork_server_first_and_falls_back(tmp_path: Path,
         done.clear()
         asked.clear()
         assert start.spawn_daemon(flags, listener) == 99 and done == ["fresh"] and asked == []
+
+
+def test_shim_cgroup_from_runc_options_and_legacy_create_options() -> None:
+    from protos import runctypes_pb2
+
+    assert start.shim_cgroup(runc_options_any(shim_cgroup="/a")) == "/a"
+    legacy = wire.any_message("containerd.linux.runc.CreateOptions",
+                              runctypes_pb2.CreateOptions(shim_cgroup="/b", io_uid=7).SerializeToString())
+    assert start.shim_cgroup(legacy) == "/b"   # what 1.6/1.7 clients send for io.containerd.pyshim.v1
+    assert start.shim_cgroup(wire.any_message("runtimeoptions.v1.Options", b"\x12\x02/c")) == ""
+    assert start.shim_cgroup(b"") == ""
