@@ -77,6 +77,11 @@ def test_counters_of_the_other_namespace(netns_process):
     assert eth0.rx_packets >= 5 and 0 < eth0.rx_bytes <= rx_b and eth0.rx_packets <= rx_p
     assert 0 < eth0.tx_packets <= tx_p and 0 < eth0.tx_bytes <= tx_b
     assert (eth0.rx_errors, eth0.rx_dropped, eth0.tx_errors) == (rx_e, rx_d, tx_e)
+    # a joined thread's /proc/self/task entry can outlive join() by a moment (the kernel wakes the joiner
+    # before it releases the task): wait for it to go, a thread that stays in the other namespace still fails
+    deadline = time.monotonic() + 2
+    while _ns_of_all_threads() != before_ns and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert _ns_of_all_threads() == before_ns
     assert threading.active_count() == before_threads
     assert _fds() == before_fds
