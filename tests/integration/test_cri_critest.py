@@ -12,6 +12,8 @@ Rules:
   (not failed) for pyshim.
 - Each run prints ``critest <version> <handler>: N passed, M failed, K skipped`` (also in the JUnit
   properties of the test), the counts the CI log reports.
+- Versions: the three pyshim targets (CRITEST_VERSIONS) among those selected by $PYSHIM_CONTAINERD_VERSIONS;
+  a critest run takes minutes per handler, so the newer builds in the matrix run the short CRI tests only.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import subprocess
 
 import pytest
 
+from tests.integration.conftest import _versions
 from tests.integration.critest_skips import BY_VERSION, NOT_INTROSPECTED, SKIPS, skips_for
 from tests.integration.cri_helpers import cri, cri_registry  # noqa: F401
 from tests.integration.harness import cri_tools, critest, dist
@@ -27,6 +30,9 @@ from tests.integration.harness.cri_daemon import HANDLERS, CriContainerd
 from tests.prereq import unavailable
 
 OUTCOMES: dict[tuple[str, str], critest.Outcome] = {}
+CRITEST_VERSIONS = ("1.6.20", "1.7.24", "2.1.9")
+versions = pytest.mark.parametrize("containerd_version", [v for v in _versions() if v in CRITEST_VERSIONS],
+                                   indirect=True, ids=lambda v: f"containerd-{v}")
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +58,7 @@ def test_every_skip_names_a_spec(critools: cri_tools.CriTools, tmp_path) -> None
     assert unmatched == [], f"skip keys matching no spec of critest {critools.version}"
 
 
+@versions
 @pytest.mark.parametrize("handler", list(HANDLERS))
 def test_critest(cri: CriContainerd, critools: cri_tools.CriTools, handler: str, tmp_path,
                  record_property) -> None:
@@ -66,6 +73,7 @@ def test_critest(cri: CriContainerd, critools: cri_tools.CriTools, handler: str,
     assert outcome.passed, line
 
 
+@versions
 def test_pyshim_passes_what_runc_passes(containerd_version: str) -> None:
     runs = {h: OUTCOMES.get((containerd_version, h)) for h in HANDLERS}
     missing = [h for h, o in runs.items() if o is None]
