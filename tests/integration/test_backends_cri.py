@@ -16,11 +16,9 @@ from typing import Iterator
 import pytest
 
 from tests.integration.backend_limits import pyshim_toml
-from tests.integration.cri_helpers import Pod, cri_registry, wait_for  # noqa: F401
+from tests.integration.cri_helpers import Pod, cri_registry, serve, wait_for  # noqa: F401
 from tests.integration.harness import dist, hostprep
 from tests.integration.harness.cri_daemon import CRI_NAMESPACE, CriContainerd
-from tests.integration.harness.daemon import ContainerdError
-from tests.prereq import unavailable
 
 BACKENDS = ("runc", "crun", "runsc")
 STATE_ROOT = {b: Path(f"/run/containerd/{b}") / CRI_NAMESPACE for b in BACKENDS}
@@ -46,22 +44,8 @@ def cri3(containerd_dist: dist.Dist, shim_bin_dir: Path, containerd_log_dir: Pat
     options: dict[str, dict[str, object]] = {f"pyshim-{b}": {"ConfigPath": str(handler_configs[b])} for b in BACKENDS}
     # an inline table (config_body); crun's oci_version as a dotted key, since the handler table is flat here
     options["pyshim-inline"] = {"backend": "crun", "backends.crun.oci_version": "1.1.0"}
-    instance = CriContainerd(containerd_dist, registry_url=cri_registry.url, shim_dirs=[shim_bin_dir],
-                             log_dir=containerd_log_dir, handlers=handlers, handler_options=options)
-    try:
-        instance.start()
-        instance.client.call("Version")
-    except dist.Unavailable as exc:
-        instance.teardown()
-        unavailable(str(exc))
-    except ContainerdError as exc:
-        instance.teardown()
-        pytest.fail(str(exc), pytrace=False)
-    yield instance
-    problems = instance.teardown()
-    if problems:
-        pytest.fail(f"CRI containerd {instance.dist.version} left things behind:\n  " + "\n  ".join(problems)
-                    + f"\nlog: {instance.log_path}", pytrace=False)
+    yield from serve(CriContainerd(containerd_dist, registry_url=cri_registry.url, shim_dirs=[shim_bin_dir],
+                                   log_dir=containerd_log_dir, handlers=handlers, handler_options=options))
 
 
 def holds(backend: str, task_id: str) -> bool:
