@@ -167,7 +167,15 @@ class Container:
         return pid
 
     async def _start_exec(self, p: Process, sub, emit) -> int:
-        p.io = await self._io_factory(p.stdio, p)
+        # Counted from before the runtime call, as upstream's runningExecs: an init exit reaped while an exec is
+        # being started is held until that start ended, so the container still reads as running meanwhile
+        # (containerd 2.1's TestIssue10589 creates a second exec right after killing the init).
+        self._exec_started()
+        try:
+            p.io = await self._io_factory(p.stdio, p)
+        except BaseException:
+            self._exec_finished()
+            raise
         async with p.lifecycle:
             try:
                 spec = rt.ExecSpec(
@@ -185,10 +193,10 @@ class Container:
                     await p.io.aclose()
                 # upstream releases the exec's waiters with status 0 when its exec failed; it stays created
                 p.release_waiters()
+                self._exec_finished()
                 raise
             p.pid = pid
             p.transition(Op.START)
-            self._exec_started()
             ex = sub.pop(pid)
             if ex is None:
                 self._register_pid(pid, p)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 
 import pytest
+import trio
 
 from protos import runc_options_pb2, task_types_pb2
 from protos import task_v2_pb2 as pb
 from runtime.base import Capability
+from runtime.errors import classify
 from shim.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented, Unknown
 
 from .taskfakes import FakeBackend, harness, settle
@@ -354,3 +356,42 @@ def _spec():
     return {"type_url": "types.containerd.io/opencontainers/runtime-spec/1/Process",
             "value": b'{"args":["/bin/true"],"cwd":"/"}'}
 
+
+
+# -- an init exit while an exec is being started (containerd 2.1's TestIssue10589) -----------------------------
+
+class SlowExecBackend(FakeBackend):
+    """exec blocks until `release` is set, then fails like a runc exec into a dead container."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = trio.Event()
+        self.release = trio.Event()
+
+    async def exec(self, spec):
+        self._call("exec", spec)
+        self.entered.set()
+        await self.release.wait()
+        raise classify("exec", "container not running", 1)
+
+
+async def test_init_exit_is_held_while_an_exec_is_starting(tmp_path):
+    backend = SlowExecBackend()
+    async with harness(tmp_path, backend) as h, trio.open_nursery() as nursery:
+        init = await running(h)
+        await h.service.exec(None, pb.ExecProcessRequest(id="c1", exec_id="e1", spec=_spec()))
+
+        async def start_e1():
+            with pytest.raises(Unknown):
+                await h.service.start(None, pb.StartRequest(id="c1", exec_id="e1"))
+        nursery.start_soon(start_e1)
+        await backend.entered.wait()
+        h.exit(init, 137)                      # the init is SIGKILLed from outside meanwhile
+        await settle()
+        assert await status(h) == task_types_pb2.RUNNING   # its exit is held: still running, exec allowed
+        await h.service.exec(None, pb.ExecProcessRequest(id="c1", exec_id="e2", spec=_spec()))
+        assert "exit" not in h.events.names()
+        backend.release.set()                  # e1's start fails; now the init's exit goes through
+        await settle()
+        assert await status(h) == task_types_pb2.STOPPED
+        assert h.events.names().count("exit") == 1
