@@ -71,8 +71,15 @@ class OomWatcher:
         return True
 
     def _pending(self) -> bool:
+        """An OOM episode whose kill is not counted yet. A kill counted since the last look is reported here:
+        the count can rise between a wake-up's check and this read, and no further wake-up may follow."""
         counts = self._source.counters()
-        return counts is not None and counts[0] > self._settled and counts[1] <= self._kills
+        if counts is None:
+            return False
+        if counts[1] > self._kills:
+            self._check()
+            return False
+        return counts[0] > self._settled
 
     async def _settle(self, limit: float, *, once: bool = False) -> None:
         """Wait (at most `limit` a round) for the kill of unsettled episodes to be counted, reporting it.
