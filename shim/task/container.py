@@ -88,14 +88,24 @@ class Container:
             self._no_pivot = create_spec_kwargs.get("no_pivot", False)
             p.state = State.CREATED_CHECKPOINT
             return 0  # upstream: no pid until Start restored the checkpoint
+        spec = rt.CreateSpec(
+            id=self.id, bundle=self.bundle, pid_file=os.path.join(self.bundle, "init.pid"),
+            stdio=rt.Stdio(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
+            **create_spec_kwargs,
+        )
+        pid = await self._launch(p, self.backend.create(spec))
+        p.pid = pid
+        if sub.pop(pid) is None:  # else: already exited, the caller handles it after the create event
+            self._register_pid(pid, p)
+            self.cgroup = ContainerCgroup.locate(self.id, pid)
+        return pid
+
+    async def _launch(self, p: Process, runtime_call) -> int:
+        """Await the runtime call that makes `p`'s process (create, exec), then start its IO copying; if either
+        fails, `p`'s IO is closed and the error raised (a backend error mapped to its code)."""
         try:
-            spec = rt.CreateSpec(
-                id=self.id, bundle=self.bundle, pid_file=os.path.join(self.bundle, "init.pid"),
-                stdio=rt.Stdio(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
-                **create_spec_kwargs,
-            )
             try:
-                pid = await self.backend.create(spec)
+                pid = await runtime_call
             except BackendError as e:
                 raise backend_error(e) from None
             await p.io.start(self.io_nursery)
@@ -103,10 +113,6 @@ class Container:
             with trio.move_on_after(5, shield=True):
                 await p.io.aclose()
             raise
-        p.pid = pid
-        if sub.pop(pid) is None:  # else: already exited, the caller handles it after the create event
-            self._register_pid(pid, p)
-            self.cgroup = ContainerCgroup.locate(self.id, pid)
         return pid
 
     async def start(self, exec_id: str, sub, emit) -> int:
@@ -177,20 +183,14 @@ class Container:
             self._exec_finished()
             raise
         async with p.lifecycle:
+            spec = rt.ExecSpec(
+                id=self.id, exec_id=p.exec_id, bundle=self.bundle, process_json=p.spec,
+                pid_file=os.path.join(self.bundle, f"{p.exec_id}.pid"),
+                stdio=rt.Stdio(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
+            )
             try:
-                spec = rt.ExecSpec(
-                    id=self.id, exec_id=p.exec_id, bundle=self.bundle, process_json=p.spec,
-                    pid_file=os.path.join(self.bundle, f"{p.exec_id}.pid"),
-                    stdio=rt.Stdio(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
-                )
-                try:
-                    pid = await self.backend.exec(spec)
-                except BackendError as e:
-                    raise backend_error(e) from None
-                await p.io.start(self.io_nursery)
+                pid = await self._launch(p, self.backend.exec(spec))
             except BaseException:
-                with trio.move_on_after(5, shield=True):
-                    await p.io.aclose()
                 # upstream releases the exec's waiters with status 0 when its exec failed; it stays created
                 p.release_waiters()
                 self._exec_finished()
