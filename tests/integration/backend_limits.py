@@ -8,6 +8,10 @@ crun passes every scenario: it has no entry.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+BACKENDS = ("runc", "crun", "runsc")
+
 LIMITS: dict[str, dict[str, str]] = {
     "runsc": {
         "test_exit_codes": (
@@ -42,3 +46,12 @@ def pyshim_toml(backend: str, containerd_version: str) -> str:
     if backend == "crun" and not containerd_version.startswith("1.6."):
         text += '[backends.crun]\noci_version = "1.1.0"\n'
     return text
+
+
+def write_backend_configs(directory: Path, containerd_version: str) -> dict[str, Path]:
+    """``directory``/pyshim-<backend>.toml for every builtin backend, as an operator writes one per runtime handler."""
+    out = {}
+    for backend in BACKENDS:
+        out[backend] = directory / f"pyshim-{backend}.toml"
+        out[backend].write_text(pyshim_toml(backend, containerd_version))
+    return out

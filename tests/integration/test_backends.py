@@ -16,10 +16,9 @@ import pytest
 
 from .conftest import new_id
 from .e2e_helpers import PYSHIM, cleanup, ctr_bytes, running, wait_status
-from .backend_limits import pyshim_toml
+from .backend_limits import BACKENDS, pyshim_toml, write_backend_configs
 from .harness import hostprep
 
-BACKENDS = ("runc", "crun", "runsc")
 STATE_ROOT = {"runc": "/run/containerd/runc", "crun": "/run/containerd/crun", "runsc": "/run/containerd/runsc"}
 
 
@@ -31,12 +30,7 @@ def crun_host() -> list[str]:
 @pytest.fixture(scope="module")
 def configs(tmp_path_factory: pytest.TempPathFactory, crun_host, containerd_version: str) -> dict[str, Path]:
     """One pyshim.toml per backend, as an operator writes them for three runtime handlers."""
-    d = tmp_path_factory.mktemp("pyshim-config")
-    out = {}
-    for name in BACKENDS:
-        out[name] = d / f"pyshim-{name}.toml"
-        out[name].write_text(pyshim_toml(name, containerd_version))
-    return out
+    return write_backend_configs(tmp_path_factory.mktemp("pyshim-config"), containerd_version)
 
 
 def state_entries(backend: str, namespace: str, cid: str) -> list[str]:

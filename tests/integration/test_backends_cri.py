@@ -15,12 +15,11 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.backend_limits import pyshim_toml
+from tests.integration.backend_limits import BACKENDS, write_backend_configs
 from tests.integration.cri_helpers import Pod, cri_registry, serve, wait_for  # noqa: F401
 from tests.integration.harness import dist, hostprep
 from tests.integration.harness.cri_daemon import CRI_NAMESPACE, CriContainerd
 
-BACKENDS = ("runc", "crun", "runsc")
 STATE_ROOT = {b: Path(f"/run/containerd/{b}") / CRI_NAMESPACE for b in BACKENDS}
 PYSHIM = "io.containerd.pyshim.v1"
 
@@ -28,12 +27,7 @@ PYSHIM = "io.containerd.pyshim.v1"
 @pytest.fixture(scope="module")
 def handler_configs(tmp_path_factory: pytest.TempPathFactory, containerd_version: str) -> dict[str, Path]:
     hostprep.crun_cgroups()
-    d = tmp_path_factory.mktemp("handlers")
-    out = {}
-    for b in BACKENDS:
-        out[b] = d / f"pyshim-{b}.toml"
-        out[b].write_text(pyshim_toml(b, containerd_version))
-    return out
+    return write_backend_configs(tmp_path_factory.mktemp("handlers"), containerd_version)
 
 
 @pytest.fixture(scope="module")
