@@ -40,24 +40,34 @@ from tests.integration.forkserver_helpers import FsDir  # noqa: E402
 from tests.integration.harness import busybox, dist  # noqa: E402
 from tests.integration.harness.daemon import PrivateContainerd  # noqa: E402
 
-RUNTIMES = {"pyshim": cases.PYSHIM, "go": cases.GO}
+RUNTIMES: dict[str, str] = {}  # key -> containerd runtime name, filled by main(): pyshim, go and maybe rust
+
+RUST_SHIM_VERSIONS = {1: "0.1.1", 2: "0.2.0"}  # containerd-runc-shim crate: 0.2 prints 2.x's JSON bootstrap
 
 
-def alternate(runs: int):
-    """Yield (round, [runtime keys in this round's order]): A/B, then B/A, ..."""
+def rust_shim(containerd_major: int) -> Path:
+    """Where bench/build-rust-shim installs the Rust runc shim that speaks this containerd's start protocol."""
+    version = RUST_SHIM_VERSIONS[min(containerd_major, 2)]
+    return Path(f"/var/cache/pyshim/rust/{version}/bin/containerd-shim-runc-v2-rs")
+
+
+def alternate(runs: int, keys: list[str]):
+    """Yield (round, [runtime keys in this round's order]): A/B(/C), then rotated by one each round."""
     for i in range(runs):
-        yield i, (["pyshim", "go"] if i % 2 == 0 else ["go", "pyshim"])
+        k = i % len(keys)
+        yield i, keys[k:] + keys[:k]
 
 
 def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path, res: dict) -> None:
     want = set(args.cases.split(","))
     fork_pids = lambda: fs.servers() + fs.zygotes()  # noqa: E731
-    for key in ("pyshim", "go", "pyshim", "go"):  # warm-up; pyshim's first start revives its fork server
+    keys = list(RUNTIMES)
+    for key in keys + keys:  # warm-up; pyshim's first start revives its fork server
         cases.run_rm(c, RUNTIMES[key], rootfs)
     fs.wait_serving()
     if want & {"a", "g"}:
-        lat, cpu = {"pyshim": [], "go": []}, {"pyshim": [], "go": []}
-        for _, order in alternate(args.runs):
+        lat, cpu = {k: [] for k in keys}, {k: [] for k in keys}
+        for _, order in alternate(args.runs, keys):
             for key in order:
                 before = meter.shim_seconds() if meter.available else 0.0
                 lat[key].append(cases.run_rm(c, RUNTIMES[key], rootfs))
@@ -75,11 +85,16 @@ def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path,
         (tmp / "direct").mkdir()
         variants = {"pyshim": (args.pyshim, {}), "pyshim_fresh": (args.pyshim, {"PYSHIM_FORKSERVER": "off"}),
                     "go": (go_binary, {})}
+        if "rust" in RUNTIMES:
+            variants["rust"] = (str(args.rust), {})
         res["b_direct"] = {k: [] for k in variants}
-        for i in range(args.runs):
-            for key in (list(variants) if i % 2 == 0 else list(reversed(variants))):
-                binary, env = variants[key]
-                res["b_direct"][key].append(runner.lifecycle(binary, env))
+        try:
+            for _, order in alternate(args.runs, list(variants)):
+                for key in order:
+                    binary, env = variants[key]
+                    res["b_direct"][key].append(runner.lifecycle(binary, env))
+        finally:
+            runner.close()
     if "e" in want:
         res["e_exec"] = {k: cases.exec_latency(c, rt, ref, args.exec_runs) for k, rt in RUNTIMES.items()}
     if "f" in want:
@@ -87,9 +102,9 @@ def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path,
     if "d" in want:
         res["d_concurrent"] = {k: {} for k in RUNTIMES}
         for n in args.concurrent:
-            for key in ("pyshim", "go"):
+            for key in keys:
                 res["d_concurrent"][key][f"separate_{n}"] = cases.concurrent_starts(c, RUNTIMES[key], ref, n)
-        for key in ("pyshim", "go"):
+        for key in keys:
             res["d_concurrent"][key]["grouped_20"] = cases.concurrent_starts(c, RUNTIMES[key], ref, 20, group=True)
     if "c" in want:
         res["c_memory"] = {}
@@ -117,6 +132,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--containerd", default="1.6.20")
     ap.add_argument("--pyshim", default="/usr/local/bin/containerd-shim-pyshim-v1")
+    ap.add_argument("--rust", type=Path, help="a Rust runc shim binary for a third column (default: the one "
+                    "bench/build-rust-shim installed for this containerd version, if it is there)")
     ap.add_argument("--runs", type=int, default=30, help="A/B rounds of the timed cases a, b, g (default 30)")
     ap.add_argument("--exec-runs", type=int, default=30)
     ap.add_argument("--calls", type=int, default=4000, help="State calls per row of case f")
@@ -145,7 +162,16 @@ def main() -> int:
     shim_dir = tmp / "bin"
     shim_dir.mkdir()
     (shim_dir / "containerd-shim-pyshim-v1").symlink_to(args.pyshim)
-    c = PrivateContainerd(dist.fetch(args.containerd), shim_dirs=[shim_dir], log_dir=tmp, log_level="info")
+    d = dist.fetch(args.containerd)
+    RUNTIMES.update(pyshim=cases.PYSHIM, go=cases.GO)
+    args.rust = args.rust or rust_shim(d.major)
+    if args.rust.exists():
+        (shim_dir / f"containerd-shim-{cases.RUST.split('.')[2]}-v2").symlink_to(args.rust)
+        RUNTIMES["rust"] = cases.RUST
+    else:
+        print(f"shim_bench: no Rust runc shim at {args.rust} (bench/build-rust-shim builds it): two columns",
+              file=sys.stderr)
+    c = PrivateContainerd(d, shim_dirs=[shim_dir], log_dir=tmp, log_level="info")
     meter = CpuMeter(f"pyshim-bench-{os.getpid()}")
     res: dict = {}
     errors: list[str] = []
@@ -168,6 +194,7 @@ def main() -> int:
         fs.remove()
         meter.remove()
     info = machine(c)
+    info["rust_shim"] = str(args.rust) if "rust" in RUNTIMES else None
     try:
         print(report.table(res, info, started, args))
     except Exception as exc:  # a partial result the table cannot show: the JSON still has it

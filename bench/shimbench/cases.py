@@ -25,6 +25,7 @@ from .measure import percentile, total_memory
 
 PYSHIM = "io.containerd.pyshim.v1"
 GO = "io.containerd.runc.v2"
+RUST = "io.containerd.runcrs.v2"  # the Rust runc shim (containerd/rust-extensions), as containerd-shim-runcrs-v2
 PARALLEL = 4  # ctr commands at once when filling or emptying a fleet
 
 

@@ -4,14 +4,15 @@ Rules:
 - The shim binary is run exactly as containerd 1.6 runs it (shim-v2.md §2): the same argv, containerd's
   environment plus GOMAXPROCS=2 and TTRPC_ADDRESS (1.7+: GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION too),
   cwd = a bundle with config.json and a ``log`` FIFO held open read-write (as containerd holds it), stdin
-  /dev/null, in the cgroup containerd is in (joined before exec). Timestamps are ours (perf_counter around
-  the process and the RPCs): the same clock and the same overhead for both shims.
+  /dev/null, in the cgroup containerd is in (forked by launcher.py, which joined it once). Timestamps are
+  ours (perf_counter around the process and the RPCs): the same clock and the same overhead for both shims.
 - ``start`` is timed until it exits, and until a Connect call on the printed address is answered (the
-  daemon serves). ``Shutdown`` is timed until its answer (what containerd waits for) and until the daemon
+  daemon serves; the Rust shim answers NOT_FOUND without a container, which counts as answered). ``Shutdown`` is timed until its answer (what containerd waits for) and until the daemon
   process is gone (pidfd). ``delete`` is then run for
-  the same id in a bundle holding what each shim's Create writes for it (Go: ``runtime``; pyshim:
-  ``pyshim.json``); no container was created, so the runtime has no state, which is what containerd's
-  cleanup after a normal task deletion finds. (Go's delete runs ``runc delete --force`` regardless.)
+  the same id in a bundle holding what each shim's Create writes for it (Go: ``runtime``; Rust: ``runtime``
+  and ``options.json``; pyshim: ``pyshim.json``); no container was created, so the runtime has no state, which
+  is what containerd's cleanup after a normal task deletion finds. (Go's and Rust's delete run
+  ``runc delete --force`` regardless.) ``start`` may print a plain address or 2.x's JSON bootstrap.
 - CPU of the start and delete processes comes from wait4's rusage (the daemon's own CPU is not in it).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +32,8 @@ from google.protobuf import empty_pb2
 
 from protos import task_v2_pb2, ttrpc_pb2
 
+from tests.integration.harness import procs
+
 
 def shim_env(c) -> dict[str, str]:
     env = c.env()
@@ -37,6 +41,14 @@ def shim_env(c) -> dict[str, str]:
     if c.dist.version != "1.6.20":
         env.update(GRPC_ADDRESS=c.address, NAMESPACE=c.namespace, MAX_SHIM_VERSION="2")
     return env
+
+
+class Refused(RuntimeError):
+    """The shim answered with an error status (the call was served)."""
+
+    def __init__(self, method: str, status) -> None:
+        super().__init__(f"{method}: {status}")
+        self.code = status.code
 
 
 def call(path: str, service: str, method: str, request, response_type, stream: int = 1):
@@ -57,8 +69,21 @@ def call(path: str, service: str, method: str, request, response_type, stream: i
             body += s.recv(length - len(body))
     resp = ttrpc_pb2.Response.FromString(body)
     if resp.status.code:
-        raise RuntimeError(f"{method}: {resp.status}")
+        raise Refused(method, resp.status)
     return response_type.FromString(resp.payload)
+
+
+NOT_FOUND = 5  # grpc status code
+
+
+def daemon_pid(address: str, cid: str, missing_ok: bool = False) -> int:
+    """The shim daemon process (not start or delete) serving ``cid`` for containerd ``address``."""
+    for p in procs.shims_of(address):
+        if "-id" in p.argv and p.argv[p.argv.index("-id") + 1] == cid and not {"start", "delete"} & set(p.argv):
+            return p.pid
+    if missing_ok:
+        return 0
+    raise RuntimeError(f"no shim daemon for {cid}")
 
 
 class Runner:
@@ -67,26 +92,39 @@ class Runner:
         self.cgroup_procs = cgroup_procs
         self.workdir = workdir
         self.service = service
+        self.launcher: subprocess.Popen | None = None  # launcher.py, in containerd's cgroup
 
-    def _run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, bytes]:
-        """(wall seconds, CPU seconds, stdout) of one short-lived command."""
-        procs = self.cgroup_procs
+    def _launcher(self) -> subprocess.Popen:
+        if self.launcher is None:
+            procs = self.cgroup_procs
 
-        def join_cgroup() -> None:
-            if procs is not None:
-                procs.write_text(str(os.getpid()))
+            def join_cgroup() -> None:
+                if procs is not None:
+                    procs.write_text(str(os.getpid()))
+            self.launcher = subprocess.Popen([sys.executable, "-I", str(Path(__file__).with_name("launcher.py"))],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                             preexec_fn=join_cgroup)
+        return self.launcher
 
-        t0 = time.perf_counter()
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, preexec_fn=join_cgroup)
-        out = p.stdout.read()
-        _, status, usage = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
-        p.stdout.close()
-        if p.returncode:
-            raise RuntimeError(f"{' '.join(argv)}: exit {p.returncode}: {out[-500:]!r}")
-        return wall, usage.ru_utime + usage.ru_stime, out
+    def close(self) -> None:
+        if self.launcher is not None:
+            self.launcher.stdin.close()
+            self.launcher.wait(30)
+            self.launcher = None
+
+    def _run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, float, bytes]:
+        """(perf_counter at fork, wall seconds, CPU seconds, stdout) of one short-lived command."""
+        launcher = self._launcher()
+        launcher.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env}) + "\n")
+        launcher.stdin.flush()
+        line = launcher.stdout.readline()
+        if not line:
+            raise RuntimeError(f"launcher exited ({launcher.poll()})")
+        r = json.loads(line)
+        out = bytes.fromhex(r["out"])
+        if r["rc"]:
+            raise RuntimeError(f"{' '.join(argv)}: exit {r['rc']}: {out[-500:]!r}")
+        return r["t0"], r["t1"] - r["t0"], r["cpu"], out
 
     def lifecycle(self, binary: str, extra_env: dict[str, str] | None = None) -> dict[str, float]:
         c = self.c
@@ -97,6 +135,8 @@ class Runner:
         # what each shim's Create leaves for its delete: Go's `runtime` (it always runs `runc delete --force`),
         # pyshim's pyshim.json (it runs the runtime only when the runtime's state directory exists)
         (bundle / "runtime").write_text("runc")
+        (bundle / "options.json").write_text(json.dumps(dict.fromkeys(
+            ("shim_cgroup", "binary_name", "root", "criu_path", "criu_image_path", "criu_work_path"), "")))
         root = f"/run/containerd/runc/{c.namespace}"
         (bundle / "pyshim.json").write_text(json.dumps({"runtime": {
             "binary": "runc", "root": root, "global_args": [], "state_path": f"{root}/{cid}"}}))
@@ -106,12 +146,18 @@ class Runner:
         common = [binary, "-namespace", c.namespace, "-address", c.address, "-publish-binary",
                   str(c.dist.containerd), "-id", cid]
         try:
-            t0 = time.perf_counter()
-            start_wall, start_cpu, out = self._run([*common, "start"], bundle, env)
-            path = out.decode().strip().removeprefix("unix://")
-            pid = call(path, self.service, "Connect", task_v2_pb2.ConnectRequest(id=cid),
-                       task_v2_pb2.ConnectResponse).shim_pid
+            t0, start_wall, start_cpu, out = self._run([*common, "start"], bundle, env)
+            text = out.decode().strip()
+            path = (json.loads(text)["address"] if text.startswith("{") else text).removeprefix("unix://")
+            try:
+                pid = call(path, self.service, "Connect", task_v2_pb2.ConnectRequest(id=cid),
+                           task_v2_pb2.ConnectResponse).shim_pid
+            except Refused as exc:  # the Rust shim answers Connect only for a created container: NOT_FOUND
+                if exc.code != NOT_FOUND:
+                    raise
+                pid = 0
             answered = time.perf_counter() - t0
+            pid = pid or daemon_pid(c.address, cid)
             pidfd = os.pidfd_open(pid)
             try:
                 t1 = time.perf_counter()
@@ -125,9 +171,13 @@ class Runner:
                 shutdown = time.perf_counter() - t1
             finally:
                 os.close(pidfd)
-            delete_wall, delete_cpu, out = self._run([*common, "-bundle", str(bundle), "delete"], bundle, env)
+            _, delete_wall, delete_cpu, out = self._run([*common, "-bundle", str(bundle), "delete"], bundle, env)
             if not out:
                 raise RuntimeError("delete printed no DeleteResponse")
+        except BaseException:
+            if (pid := daemon_pid(c.address, cid, missing_ok=True)):
+                os.kill(pid, 9)
+            raise
         finally:
             os.close(log)
         return {"start_exit": start_wall, "start_answer": answered, "shutdown": shutdown,

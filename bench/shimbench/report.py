@@ -1,79 +1,93 @@
-"""The shim benchmark's table: one row per measure, pyshim and runc.v2 side by side, their ratio and the target.
+"""The shim benchmark's table: one row per measure, pyshim, runc.v2 (and the Rust runc shim when it ran) side by
+side, pyshim's ratios to them and the target.
 
 Rules: times are medians in ms unless the row says otherwise (p90, wall seconds); memory is MiB summed over
-the shim processes; a ratio is pyshim / runc.v2 (for calls/s a higher ratio is better, for everything else
-lower); a row whose case did not run is left out.
+the shim processes; a ratio is pyshim / the other shim (for calls/s a higher ratio is better, for everything
+else lower); the target is for pyshim / runc.v2; a row whose case did not run is left out.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from .measure import median, percentile
 
+HEADINGS = {"pyshim": "pyshim", "go": "runc.v2", "rust": "rust"}
 
-def _row(name: str, py: float | None, go: float | None, target: str = "", fmt: str = "{:.1f}") -> str:
-    p = fmt.format(py) if py is not None else "-"
-    g = fmt.format(go) if go is not None else "-"
-    ratio = f"{py / go:.2f}" if py is not None and go else ""
-    return f"{name:<46} {p:>10} {g:>10} {ratio:>7}  {target}"
+
+class Table:
+    def __init__(self, others: list[str]) -> None:
+        self.others = others  # the shims pyshim is compared with: go, and rust when it ran
+        self.lines: list[str] = []
+
+    def heading(self) -> None:
+        cells = "".join(f" {HEADINGS[k]:>10}" for k in ["pyshim", *self.others])
+        ratios = "".join(f" {'py/' + k:>7}" for k in self.others)
+        self.lines.append(f"{'measure':<46}{cells}{ratios}  target (py/go)")
+
+    def row(self, name: str, get: Callable[[str], float | None], target: str = "", fmt: str = "{:.1f}") -> None:
+        def value(key: str) -> float | None:
+            try:
+                return get(key)
+            except KeyError:
+                return None
+        vals = {k: value(k) for k in ["pyshim", *self.others]}
+        cells = "".join(f" {fmt.format(v) if v is not None else '-':>10}" for v in vals.values())
+        py = vals["pyshim"]
+        ratios = "".join(f" {f'{py / vals[k]:.2f}' if py is not None and vals[k] else '':>7}" for k in self.others)
+        self.lines.append(f"{name:<46}{cells}{ratios}  {target}")
 
 
 def table(res: dict, info: dict, started: str, args) -> str:
-    lines = [f"{started}  {info['cores']} cores {info['cpu']}, {info['os']}, kernel {info['kernel']}, "
-             f"python {info['python']}, containerd {info['containerd']}, load {info['load_1m']:.2f}",
-             f"{args.runs} A/B rounds for a/b/g, {args.exec_runs} execs, {args.calls} State calls per row",
-             f"{'measure':<46} {'pyshim':>10} {'runc.v2':>10} {'ratio':>7}  target (ratio)"]
+    t = Table(["go", "rust"] if info.get("rust_shim") else ["go"])
+    t.lines += [f"{started}  {info['cores']} cores {info['cpu']}, {info['os']}, kernel {info['kernel']}, "
+                f"python {info['python']}, containerd {info['containerd']}, load {info['load_1m']:.2f}"
+                + (f"; rust: {info['rust_shim']}" if info.get("rust_shim") else ""),
+                f"{args.runs} rotating rounds for a/b/g, {args.exec_runs} execs, {args.calls} State calls per row"]
+    t.heading()
     ms = lambda xs: median(xs) * 1e3 if xs else None  # noqa: E731
     if "a_run_rm" in res:
         a = res["a_run_rm"]
-        lines.append(_row("(a) ctr run --rm /bin/true, median ms", ms(a["pyshim"]), ms(a["go"]), "<= 1.00"))
-        if a["pyshim"] and a["go"]:
-            lines.append(_row("(a)   p90 ms", percentile(a["pyshim"], 0.9) * 1e3, percentile(a["go"], 0.9) * 1e3))
+        t.row("(a) ctr run --rm /bin/true, median ms", lambda k: ms(a[k]), "<= 1.00")
+        t.row("(a)   p90 ms", lambda k: percentile(a[k], 0.9) * 1e3 if a[k] else None)
     if "b_direct" in res:
         b = res["b_direct"]
 
-        def col(key: str, field: str) -> float | None:
-            return ms([r[field] for r in b[key]])
-        lines.append(_row("(b) start exec -> socket answers, ms", col("pyshim", "start_answer"),
-                          col("go", "start_answer"), "<= 1.1"))
-        lines.append(_row("(b)   without the fork server (fresh daemon)", col("pyshim_fresh", "start_answer"),
-                          col("go", "start_answer")))
-        lines.append(_row("(b)   start command exits, ms", col("pyshim", "start_exit"), col("go", "start_exit")))
-        lines.append(_row("(b)   start command CPU, ms", col("pyshim", "start_cpu"), col("go", "start_cpu")))
-        lines.append(_row("(b) delete command (no runtime state), ms", col("pyshim", "delete"), col("go", "delete"),
-                          "<= 1.0"))
-        lines.append(_row("(b)   delete command CPU, ms", col("pyshim", "delete_cpu"), col("go", "delete_cpu")))
-        lines.append(_row("(b) Shutdown answered, ms", col("pyshim", "shutdown_answer"), col("go", "shutdown_answer")))
-        lines.append(_row("(b)   Shutdown -> daemon gone, ms", col("pyshim", "shutdown"), col("go", "shutdown")))
+        def col(field: str, py_key: str = "pyshim") -> Callable[[str], float | None]:
+            return lambda k: ms([r[field] for r in b[py_key if k == "pyshim" else k]])
+        t.row("(b) start exec -> socket answers, ms", col("start_answer"), "<= 1.1")
+        t.row("(b)   without the fork server (fresh daemon)", col("start_answer", "pyshim_fresh"))
+        t.row("(b)   start command exits, ms", col("start_exit"))
+        t.row("(b)   start command CPU, ms", col("start_cpu"))
+        t.row("(b) delete command (no runtime state), ms", col("delete"), "<= 1.0")
+        t.row("(b)   delete command CPU, ms", col("delete_cpu"))
+        t.row("(b) Shutdown answered, ms", col("shutdown_answer"))
+        t.row("(b)   Shutdown -> daemon gone, ms", col("shutdown"))
     if "c_memory" in res:
         m = res["c_memory"]
-        mib = lambda kib: kib / 1024  # noqa: E731
         for field in ("rss", "pss", "uss"):
-            py, go = m.get("pyshim_daemon_1", {}), m.get("go_daemon_1", {})
-            lines.append(_row(f"(c) 1 container: the daemon's {field.upper()}, MiB", mib(py.get(field, 0)),
-                              mib(go.get(field, 0))))
+            t.row(f"(c) 1 container: the daemon's {field.upper()}, MiB",
+                  lambda k: m[f"{k}_daemon_1"][field] / 1024)
         for key in m.get("pyshim", {}):
-            py, go = m["pyshim"][key], m["go"][key]
-            target = "<= 1.0" if key in ("tasks_100", "groups_10x10") else ""
-            lines.append(_row(f"(c) total PSS, {key.replace('_', ' ')} ({py['processes']}/{go['processes']} procs)",
-                              mib(py["pss"]), mib(go["pss"]), target))
+            procs = "/".join(str(m[k][key]["processes"]) for k in ["pyshim", *t.others] if k in m)
+            t.row(f"(c) total PSS, {key.replace('_', ' ')} ({procs} procs)", lambda k: m[k][key]["pss"] / 1024,
+                  "<= 1.0" if key in ("tasks_100", "groups_10x10") else "")
         fork = sum(v.get("pss", 0) for v in m.get("forkserver_alone", {}).values())
-        lines.append(_row("(c)   of which fork server + zygotes (no tasks), PSS", mib(fork), None))
+        t.row("(c)   of which fork server + zygotes (no tasks), PSS", lambda k: fork / 1024 if k == "pyshim" else None)
     if "d_concurrent" in res:
         d = res["d_concurrent"]
         for key in d["pyshim"]:
-            target = "<= 0.8" if key == "separate_50" else ""
-            lines.append(_row(f"(d) {key.replace('_', ' ')} concurrent ctr run -d, wall s", d["pyshim"][key],
-                              d["go"][key], target, "{:.2f}"))
+            t.row(f"(d) {key.replace('_', ' ')} concurrent ctr run -d, wall s", lambda k: d[k][key],
+                  "<= 0.8" if key == "separate_50" else "", "{:.2f}")
     if "e_exec" in res:
         e = res["e_exec"]
-        lines.append(_row("(e) ctr task exec /bin/true, median ms", ms(e["pyshim"]), ms(e["go"]), "<= 1.0"))
+        t.row("(e) ctr task exec /bin/true, median ms", lambda k: ms(e[k]), "<= 1.0")
     if "f_state" in res:
         f = res["f_state"]
         for n in (1, 8):
-            lines.append(_row(f"(f) State calls/s, {n} caller(s)", f["pyshim"][f"state_rps_{n}"],
-                              f["go"][f"state_rps_{n}"], ">= 0.5", "{:.0f}"))
-            lines.append(_row(f"(f)   p99 ms, {n} caller(s)", f["pyshim"][f"state_p99_ms_{n}"],
-                              f["go"][f"state_p99_ms_{n}"], "< 2 ms at 8" if n == 8 else "", "{:.3f}"))
+            t.row(f"(f) State calls/s, {n} caller(s)", lambda k: f[k][f"state_rps_{n}"], ">= 0.5", "{:.0f}")
+            t.row(f"(f)   p99 ms, {n} caller(s)", lambda k: f[k][f"state_p99_ms_{n}"],
+                  "< 2 ms at 8" if n == 8 else "", "{:.3f}")
     if "g_cpu" in res:
         g = res["g_cpu"]
-        lines.append(_row("(g) shim+runtime CPU per run --rm lifecycle, ms", ms(g["pyshim"]), ms(g["go"]), "<= 1.0"))
-    return "\n".join(lines)
+        t.row("(g) shim+runtime CPU per run --rm lifecycle, ms", lambda k: ms(g[k]), "<= 1.0")
+    return "\n".join(t.lines)
