@@ -100,27 +100,29 @@ def check_backend(obj: Any) -> list[str]:
 
 def make_backend(name: str, options: Mapping[str, Any], launcher: Launcher, namespace: str, *,
                  entry_points: Iterable[Any] | None = None) -> RuntimeBackend:
-    """Load the entry point `name`, call its factory with (options, launcher, namespace) and check the result."""
+    """Load the entry point `name`, call its factory with (options, launcher, namespace) and check the result.
+
+    The entry point is described (which parses its distribution's METADATA: ~1.5 ms in a fresh daemon) only
+    for an error message."""
     ep = _find(name, entry_points)
-    where = _describe(ep)
     try:
         factory = ep.load()
     except Exception as e:
-        raise BackendLoadError(f"cannot import {where}: {type(e).__name__}: {e}") from e
+        raise BackendLoadError(f"cannot import {_describe(ep)}: {type(e).__name__}: {e}") from e
     if not callable(factory):
-        raise BackendLoadError(f"{where} is not callable (got {type(factory).__name__})")
+        raise BackendLoadError(f"{_describe(ep)} is not callable (got {type(factory).__name__})")
     try:
         inspect.signature(factory).bind(options, launcher, namespace)
     except TypeError as e:
-        raise BackendLoadError(f"{where} must accept (config, launcher, namespace): {e}") from e
+        raise BackendLoadError(f"{_describe(ep)} must accept (config, launcher, namespace): {e}") from e
     except ValueError:
         pass                       # no signature available (some builtins); calling it will tell
     try:
         backend = factory(options, launcher, namespace)
     except Exception as e:
-        raise BackendLoadError(f"{where} failed to build backend {name!r}: {e}") from e
+        raise BackendLoadError(f"{_describe(ep)} failed to build backend {name!r}: {e}") from e
     problems = check_backend(backend)
     if problems:
-        raise BackendLoadError(f"{where} returned {type(backend).__name__}, which violates the RuntimeBackend "
-                               f"interface: {'; '.join(problems)}")
+        raise BackendLoadError(f"{_describe(ep)} returned {type(backend).__name__}, which violates the "
+                               f"RuntimeBackend interface: {'; '.join(problems)}")
     return backend
