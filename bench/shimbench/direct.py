@@ -86,6 +86,20 @@ def daemon_pid(address: str, cid: str, missing_ok: bool = False) -> int:
     raise RuntimeError(f"no shim daemon for {cid}")
 
 
+_RUST_OPTIONS: dict[str, str] = {}
+
+
+def rust_options(binary: str) -> str:
+    """The options.json a Rust runc shim's Create writes (its delete refuses a missing field, and an unknown one:
+    0.1 requires criu_path, 0.2 dropped it). 0.2+ prints its version for -v, 0.1 refuses the flag."""
+    if binary not in _RUST_OPTIONS:
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False).stdout
+        old = "Version: 0." not in out or "Version: 0.1." in out
+        fields = ["shim_cgroup", "binary_name", "root", "criu_image_path", "criu_work_path"]
+        _RUST_OPTIONS[binary] = json.dumps(dict.fromkeys(fields + ["criu_path"] * old, ""))
+    return _RUST_OPTIONS[binary]
+
+
 class Runner:
     def __init__(self, c, cgroup_procs: Path | None, workdir: Path, service: str) -> None:
         self.c = c
@@ -135,8 +149,7 @@ class Runner:
         # what each shim's Create leaves for its delete: Go's `runtime` (it always runs `runc delete --force`),
         # pyshim's pyshim.json (it runs the runtime only when the runtime's state directory exists)
         (bundle / "runtime").write_text("runc")
-        (bundle / "options.json").write_text(json.dumps(dict.fromkeys(
-            ("shim_cgroup", "binary_name", "root", "criu_path", "criu_image_path", "criu_work_path"), "")))
+        (bundle / "options.json").write_text(rust_options(binary))
         root = f"/run/containerd/runc/{c.namespace}"
         (bundle / "pyshim.json").write_text(json.dumps({"runtime": {
             "binary": "runc", "root": root, "global_args": [], "state_path": f"{root}/{cid}"}}))
