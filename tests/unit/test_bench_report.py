@@ -1,0 +1,55 @@
+"""The shim benchmark's table (bench/shimbench/report.py): columns, ratios and rows left out.
+
+The benchmark itself is never a test (it measures, it judges nothing); these check only that its table says
+what the JSON holds: a wrong ratio or a Rust column that silently disappears would mislead the README.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from bench.shimbench import report
+
+ARGS = SimpleNamespace(runs=3, exec_runs=3, calls=10)
+
+
+def info(rust: str | None) -> dict:
+    return {"cores": 2, "cpu": "cpu", "os": "os", "kernel": "k", "python": "3.11", "containerd": "1.6.20",
+            "load_1m": 0.5, "rust_shim": rust}
+
+
+def row(text: str, name: str) -> list[str]:
+    line = next(ln for ln in text.splitlines() if ln.startswith(name))
+    return line[len(name):].split()
+
+
+def test_two_columns_without_the_rust_shim():
+    res = {"a_run_rm": {"pyshim": [0.2, 0.3, 0.1], "go": [0.1, 0.1, 0.1]}}
+    text = report.table(res, info(None), "today", ARGS)
+    assert "rust" not in text.splitlines()[2]
+    assert row(text, "(a) ctr run --rm /bin/true, median ms") == ["200.0", "100.0", "2.00", "<=", "1.00"]
+    assert "(b)" not in text and "(g)" not in text  # cases that did not run have no rows
+
+
+def test_rust_column_and_its_ratio():
+    res = {"a_run_rm": {"pyshim": [0.12], "go": [0.1], "rust": [0.08]},
+           "f_state": {k: {"state_rps_1": v, "state_p99_ms_1": 1.0, "state_rps_8": v, "state_p99_ms_8": 2.0}
+                       for k, v in (("pyshim", 500.0), ("go", 1000.0), ("rust", 250.0))}}
+    text = report.table(res, info("/x/containerd-shim-runc-v2-rs"), "today", ARGS)
+    assert text.splitlines()[0].endswith("rust: /x/containerd-shim-runc-v2-rs")
+    assert row(text, "(a) ctr run --rm /bin/true, median ms") == ["120.0", "100.0", "80.0", "1.20", "1.50", "<=",
+                                                                    "1.00"]
+    assert row(text, "(f) State calls/s, 8 caller(s)") == ["500", "1000", "250", "0.50", "2.00", ">=", "0.5"]
+
+
+def test_memory_rows_count_processes_of_every_shim_and_the_fork_server_only_for_pyshim():
+    kib = 1024
+    res = {"c_memory": {
+        "pyshim_daemon_1": {"rss": 30 * kib, "pss": 15 * kib, "uss": 10 * kib},
+        "go_daemon_1": {"rss": 13 * kib, "pss": 12 * kib, "uss": 12 * kib},
+        "pyshim": {"tasks_100": {"processes": 103, "pss": 900 * kib}},
+        "go": {"tasks_100": {"processes": 100, "pss": 300 * kib}},
+        "forkserver_alone": {"1": {"pss": 40 * kib}, "2": {"pss": 5 * kib}}}}
+    text = report.table(res, info(None), "today", ARGS)
+    assert row(text, "(c) total PSS, tasks 100 (103/100 procs)") == ["900.0", "300.0", "3.00", "<=", "1.0"]
+    assert row(text, "(c) 1 container: the daemon's USS, MiB") == ["10.0", "12.0", "0.83"]
+    assert row(text, "(c)   of which fork server + zygotes (no tasks), PSS") == ["45.0", "-"]
