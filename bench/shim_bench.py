@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Benchmark (not a test): pyshim against containerd's Go shim io.containerd.runc.v2, side by side on one private
-containerd: start latency and its parts, delete, exec, State round-trips, memory per container, CPU per
-lifecycle, concurrent and grouped starts. Prints one table of medians with pyshim/runc.v2 ratios, writes JSON.
+"""Benchmark (not a test): pyshim against containerd's Go shim io.containerd.runc.v2 (and the Rust runc shim when
+bench/build-rust-shim built it), side by side on one private containerd: start latency and its parts, delete,
+exec, State round-trips, memory per container, CPU per lifecycle, concurrent and grouped starts. Prints one
+table of medians with pyshim's ratios to the others, writes JSON.
 
 Usage: sudo /opt/pyshim/venv/bin/python bench/shim_bench.py [--runs N] [--quick] [--json FILE] [--cases a,b,...]
 
 Rules:
-- One private containerd (tests/integration/harness) runs both shims; the pyshim binary is the installed one
+- One private containerd (tests/integration/harness) runs every shim; the pyshim binary is the installed one
   (``--pyshim``, default /usr/local/bin/containerd-shim-pyshim-v1, i.e. install.sh's), the Go shim the one of
-  that containerd version. pyshim gets a fork server of its own (a private PYSHIM_FORKSERVER_DIR), started by
-  its first start as in production; warm-up runs of both shims come before anything is timed.
-- Timed cases alternate the two runtimes run by run (A/B, the first one switching each round), so drifting
-  load hits both alike. Cases: a = ``ctr run --rm --rootfs`` latency; b = the shim's start/Shutdown/delete
-  commands timed directly (bench/shimbench/direct.py), pyshim through the fork server and fresh; c = memory
-  of all shim processes (fork server and zygotes included) for 1/10/100 tasks and 10 groups of 10;
-  d = concurrent ``ctr run -d`` (20, 50, and 20 in one group); e = ``ctr task exec``; f = State calls/s and p99
-  at 1 and 8 callers; g = shim CPU per ``ctr run --rm`` lifecycle (measure.py: a cgroup around containerd).
+  that containerd version, the Rust shim ``--rust`` or the build for this containerd's major version (rust_shim;
+  without it the table has two columns). pyshim gets a fork server of its own (a private
+  PYSHIM_FORKSERVER_DIR), started by its first start as in production; warm-up runs of every shim come before
+  anything is timed.
+- Timed cases rotate the runtimes run by run (A/B/C, then B/C/A, ...), so drifting load hits all alike.
+  Cases: a = ``ctr run --rm --rootfs`` latency; b = the shim's start/Shutdown/delete commands timed directly
+  (bench/shimbench/direct.py), pyshim through the fork server and fresh; c = memory of all shim processes
+  (fork server and zygotes included) for 1/10/100 tasks and 10 groups of 10; d = concurrent ``ctr run -d``
+  (20, 50, and 20 in one group); e = ``ctr task exec``; f = State calls/s and p99 at 1 and 8 callers; g = shim
+  CPU per ``ctr run --rm`` lifecycle (measure.py: a cgroup around containerd).
 - Everything started is removed in finally blocks; the containerd teardown reports leftovers, which make the
   exit status 1, as does a case that failed (its error is printed, the other cases still run).
 """
@@ -52,10 +55,10 @@ def rust_shim(containerd_major: int) -> Path:
 
 
 def alternate(runs: int, keys: list[str]):
-    """Yield (round, [runtime keys in this round's order]): A/B(/C), then rotated by one each round."""
+    """Yield each round's order of the runtime keys: A/B(/C), then rotated by one each round."""
     for i in range(runs):
         k = i % len(keys)
-        yield i, keys[k:] + keys[:k]
+        yield keys[k:] + keys[:k]
 
 
 def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path, res: dict) -> None:
@@ -67,7 +70,7 @@ def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path,
     fs.wait_serving()
     if want & {"a", "g"}:
         lat, cpu = {k: [] for k in keys}, {k: [] for k in keys}
-        for _, order in alternate(args.runs, keys):
+        for order in alternate(args.runs, keys):
             for key in order:
                 before = meter.shim_seconds() if meter.available else 0.0
                 lat[key].append(cases.run_rm(c, RUNTIMES[key], rootfs))
@@ -83,16 +86,15 @@ def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path,
         runner = direct.Runner(c, meter.path / "cgroup.procs" if meter.available else None, tmp / "direct",
                                service)
         (tmp / "direct").mkdir()
-        variants = {"pyshim": (args.pyshim, {}), "pyshim_fresh": (args.pyshim, {"PYSHIM_FORKSERVER": "off"}),
-                    "go": (go_binary, {})}
+        variants = {"pyshim": (args.pyshim, {}, None),
+                    "pyshim_fresh": (args.pyshim, {"PYSHIM_FORKSERVER": "off"}, None), "go": (go_binary, {}, None)}
         if "rust" in RUNTIMES:
-            variants["rust"] = (str(args.rust), {})
+            variants["rust"] = (str(args.rust), {}, direct.rust_options(str(args.rust)))
         res["b_direct"] = {k: [] for k in variants}
         try:
-            for _, order in alternate(args.runs, list(variants)):
+            for order in alternate(args.runs, list(variants)):
                 for key in order:
-                    binary, env = variants[key]
-                    res["b_direct"][key].append(runner.lifecycle(binary, env))
+                    res["b_direct"][key].append(runner.lifecycle(*variants[key]))
         finally:
             runner.close()
     if "e" in want:
@@ -134,7 +136,7 @@ def main() -> int:
     ap.add_argument("--pyshim", default="/usr/local/bin/containerd-shim-pyshim-v1")
     ap.add_argument("--rust", type=Path, help="a Rust runc shim binary for a third column (default: the one "
                     "bench/build-rust-shim installed for this containerd version, if it is there)")
-    ap.add_argument("--runs", type=int, default=30, help="A/B rounds of the timed cases a, b, g (default 30)")
+    ap.add_argument("--runs", type=int, default=30, help="rotating rounds of the timed cases a, b, g (default 30)")
     ap.add_argument("--exec-runs", type=int, default=30)
     ap.add_argument("--calls", type=int, default=4000, help="State calls per row of case f")
     ap.add_argument("--counts", default="1,10,100", help="single-container task counts of case c")

@@ -7,12 +7,13 @@ Rules:
   /dev/null, in the cgroup containerd is in (forked by launcher.py, which joined it once). Timestamps are
   ours (perf_counter around the process and the RPCs): the same clock and the same overhead for both shims.
 - ``start`` is timed until it exits, and until a Connect call on the printed address is answered (the
-  daemon serves; the Rust shim answers NOT_FOUND without a container, which counts as answered). ``Shutdown`` is timed until its answer (what containerd waits for) and until the daemon
-  process is gone (pidfd). ``delete`` is then run for
-  the same id in a bundle holding what each shim's Create writes for it (Go: ``runtime``; Rust: ``runtime``
-  and ``options.json``; pyshim: ``pyshim.json``); no container was created, so the runtime has no state, which
-  is what containerd's cleanup after a normal task deletion finds. (Go's and Rust's delete run
-  ``runc delete --force`` regardless.) ``start`` may print a plain address or 2.x's JSON bootstrap.
+  daemon serves; the Rust shim answers NOT_FOUND without a container, which counts as answered).
+  ``Shutdown`` is timed until its answer (what containerd waits for) and until the daemon process is gone
+  (pidfd). ``delete`` is then run for the same id in a bundle holding what each shim's Create writes for it
+  (Go: ``runtime``; Rust: ``runtime`` and ``options.json``; pyshim: ``pyshim.json``); no container was
+  created, so the runtime has no state, which is what containerd's cleanup after a normal task deletion finds.
+  (Go's and Rust's delete run ``runc delete --force`` regardless.) ``start`` may print a plain address or
+  2.x's JSON bootstrap.
 - CPU of the start and delete processes comes from wait4's rusage (the daemon's own CPU is not in it).
 """
 from __future__ import annotations
@@ -33,6 +34,8 @@ from google.protobuf import empty_pb2
 from protos import task_v2_pb2, ttrpc_pb2
 
 from tests.integration.harness import procs
+
+NOT_FOUND = 5  # grpc status code
 
 
 def shim_env(c) -> dict[str, str]:
@@ -73,9 +76,6 @@ def call(path: str, service: str, method: str, request, response_type, stream: i
     return response_type.FromString(resp.payload)
 
 
-NOT_FOUND = 5  # grpc status code
-
-
 def daemon_pid(address: str, cid: str, missing_ok: bool = False) -> int:
     """The shim daemon process (not start or delete) serving ``cid`` for containerd ``address``."""
     for p in procs.shims_of(address):
@@ -86,18 +86,13 @@ def daemon_pid(address: str, cid: str, missing_ok: bool = False) -> int:
     raise RuntimeError(f"no shim daemon for {cid}")
 
 
-_RUST_OPTIONS: dict[str, str] = {}
-
-
 def rust_options(binary: str) -> str:
     """The options.json a Rust runc shim's Create writes (its delete refuses a missing field, and an unknown one:
     0.1 requires criu_path, 0.2 dropped it). 0.2+ prints its version for -v, 0.1 refuses the flag."""
-    if binary not in _RUST_OPTIONS:
-        out = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False).stdout
-        old = "Version: 0." not in out or "Version: 0.1." in out
-        fields = ["shim_cgroup", "binary_name", "root", "criu_image_path", "criu_work_path"]
-        _RUST_OPTIONS[binary] = json.dumps(dict.fromkeys(fields + ["criu_path"] * old, ""))
-    return _RUST_OPTIONS[binary]
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False).stdout
+    old = "Version: 0." not in out or "Version: 0.1." in out
+    fields = ["shim_cgroup", "binary_name", "root", "criu_image_path", "criu_work_path"]
+    return json.dumps(dict.fromkeys(fields + ["criu_path"] * old, ""))
 
 
 class Runner:
@@ -140,16 +135,20 @@ class Runner:
             raise RuntimeError(f"{' '.join(argv)}: exit {r['rc']}: {out[-500:]!r}")
         return r["t0"], r["t1"] - r["t0"], r["cpu"], out
 
-    def lifecycle(self, binary: str, extra_env: dict[str, str] | None = None) -> dict[str, float]:
+    def lifecycle(self, binary: str, extra_env: dict[str, str] | None = None,
+                  options_json: str | None = None) -> dict[str, float]:
+        """One start/Connect/Shutdown/delete of ``binary``; ``options_json``: the Rust shim's options.json."""
         c = self.c
         cid = f"direct-{uuid.uuid4().hex[:10]}"
         bundle = self.workdir / cid
         bundle.mkdir()
         (bundle / "config.json").write_text("{}")
         # what each shim's Create leaves for its delete: Go's `runtime` (it always runs `runc delete --force`),
-        # pyshim's pyshim.json (it runs the runtime only when the runtime's state directory exists)
+        # Rust's `runtime` and options.json (the same), pyshim's pyshim.json (it runs the runtime only when the
+        # runtime's state directory exists)
         (bundle / "runtime").write_text("runc")
-        (bundle / "options.json").write_text(rust_options(binary))
+        if options_json is not None:
+            (bundle / "options.json").write_text(options_json)
         root = f"/run/containerd/runc/{c.namespace}"
         (bundle / "pyshim.json").write_text(json.dumps({"runtime": {
             "binary": "runc", "root": root, "global_args": [], "state_path": f"{root}/{cid}"}}))
