@@ -357,7 +357,6 @@ def _spec():
             "value": b'{"args":["/bin/true"],"cwd":"/"}'}
 
 
-
 # -- an init exit while an exec is being started (containerd 2.1's TestIssue10589) -----------------------------
 
 class SlowExecBackend(FakeBackend):
