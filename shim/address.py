@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from shim.lean import loads_json
+from shim.stdlib_lite import loads_json
 
 try:  # the builtin module avoids loading OpenSSL through hashlib (a few ms on every start)
     from _sha256 import sha256

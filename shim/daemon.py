@@ -135,7 +135,7 @@ async def _main(flags: ShimFlags, sock: socket.socket) -> None:
     path = sock.getsockname()
     unlinked = False
     try:
-        from shim.wiring import build
+        from shim.runc.wiring import build
 
         parts = build(flags)
         log.info("starting pyshim daemon, listening on %s", path)

@@ -23,7 +23,8 @@ from pathlib import Path
 from google.protobuf import empty_pb2
 
 from protos import task_v2_pb2, ttrpc_pb2
-from shim import forkserver_client, forkserver_proto as proto
+from shim.forkserver import client as forkserver_client
+from shim.forkserver import protocol as proto
 
 from .harness import procs
 

@@ -3,7 +3,7 @@
 containerd (1.7 and 2.x CRI) answers a task's exit, seen through Wait, with Delete, Shutdown and closing
 that shim connection. If the shim lets Wait return while the Kill that caused the exit is still running,
 the Kill fails with "ttrpc: closed" and so does StopPodSandbox. The Go runc shim holds the process lock
-across ``runc kill``, and pyshim holds ``lifecycle`` (shim/task/container.py), so the exit waits for the reply.
+across ``runc kill``, and pyshim holds ``lifecycle`` (shim/runc/task/container.py), so the exit waits for the reply.
 
 Rules:
 - The window is widened on purpose: a ``runc`` wrapper placed first on containerd's PATH delivers the

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from shim import forkserver
-from shim import forkserver_client as client
-from shim import forkserver_proto as proto
-from shim import forkserver_zygote as zygote
+from shim.forkserver import server as forkserver
+from shim.forkserver import client
+from shim.forkserver import protocol as proto
+from shim.forkserver import zygote
 from tests.prereq import unavailable
 
 from .forkserver_helpers import FsDir, connect, daemon_request, private_dir, shutdown, start_server, wait_for
@@ -85,7 +85,8 @@ def stop_daemon(path: str, pid: int) -> None:
 REQUESTER = """
 import json, os, resource, socket, sys
 sys.path.insert(0, {repo!r})
-from shim import forkserver_client, forkserver_proto as proto
+from shim.forkserver import client as forkserver_client
+from shim.forkserver import protocol as proto
 directory, key, cgroup_procs, sock_path, cwd = sys.argv[1:6]
 if cgroup_procs:
     with open(cgroup_procs, "w") as f:
@@ -235,7 +236,7 @@ def test_a_start_without_a_server_falls_back_and_revives_it(fs, tmp_path: Path) 
     (b / "config.json").write_text("{}")
     env = dict(os.environ, PYTHONPATH=str(REPO), PYSHIM_FORKSERVER_DIR=str(d.directory))
     socket_dir = tempfile.mkdtemp(prefix="pyfs")  # short: sun_path
-    code = ("import sys; from shim import start; from shim.flags import ShimFlags; "
+    code = ("import sys; from shim.commands import start; from shim.flags import ShimFlags; "
             f"print(start.start(ShimFlags(namespace='fs-test', id='rev', address='/run/pyshim-test/none.sock'), b'', "
             f"socket_dir={socket_dir!r}))")
     try:
@@ -255,7 +256,7 @@ def test_a_start_without_a_server_falls_back_and_revives_it(fs, tmp_path: Path) 
 
 def fresh_cgroup() -> Path:
     """A new cgroup in the ``pids`` v1 hierarchy, or in the unified one on a cgroup2 host."""
-    from shim import forkserver_cgroups
+    from shim.linux import cgroup_join as forkserver_cgroups
 
     table = forkserver_cgroups.mounts()
     v1 = [m for m, _, fstype, opts in table if fstype == "cgroup" and "pids" in opts]

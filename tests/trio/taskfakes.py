@@ -1,4 +1,4 @@
-"""Fakes for driving the task service (shim/service.py over shim/task/*) without a runtime or a containerd.
+"""Fakes for driving the task service (shim/runc/service.py over shim/runc/task/*) without a runtime or a containerd.
 
 Rules: the fakes record what the task layer asked for and answer like a well-behaved runtime would; they
 never decide anything the code under test should decide. `Harness` runs a real `Tasks` (with its exit loop in
@@ -17,8 +17,8 @@ import trio
 from runtime.base import Capability
 from runtime.errors import classify
 from shim.reaper import Exit, Reaper
-from shim.service import TaskService
-from shim.task.tasks import Tasks
+from shim.runc.service import TaskService
+from shim.runc.task.tasks import Tasks
 
 
 class FakeBackend:

@@ -1,4 +1,4 @@
-"""The OOM watcher (shim/cgroups/oom.py): one report per kill-count increase, drain before the exit event,
+"""The OOM watcher (shim/runc/cgroups/oom.py): one report per kill-count increase, drain before the exit event,
 fds owned and closed, on fake memory.events files (inotify works on any file) and on a real cgroup whose
 process the kernel OOM-kills (v1 eventfd here, v2 inotify in the VM)."""
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from shim.cgroups import paths
-from shim.cgroups.oom import OomWatcher
-from shim.cgroups.oomsource import V1Source, V2Source
-from shim.cgroups.paths import CgroupPaths
+from shim.runc.cgroups import paths
+from shim.runc.cgroups.oom import OomWatcher
+from shim.runc.cgroups.oomsource import V1Source, V2Source
+from shim.runc.cgroups.paths import CgroupPaths
 from tests.prereq import unavailable
 
 

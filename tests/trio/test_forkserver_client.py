@@ -14,8 +14,8 @@ import tempfile
 import pytest
 import trio
 
-from shim import forkserver_client as client
-from shim import forkserver_proto as proto
+from shim.forkserver import client
+from shim.forkserver import protocol as proto
 
 REQUEST = proto.Request(argv=("-namespace", "ns", "-id", "c1", "-address", "/a.sock"), env=(b"A=1",), cwd=b"/",
                         umask=0o022, program=("/usr/local/bin/containerd-shim-pyshim-v1",))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from shim import address as addr
-from shim.lean import loads_json
+from shim.stdlib_lite import loads_json
 
 # Computed with Go 1.26 (path/filepath.Join, crypto/sha256), the algorithm of containerd's SocketAddress.
 GO_VECTORS = [

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from protos import cgroups_v1_pb2, cgroups_v2_pb2
-from shim.cgroups import paths, v1, v2
-from shim.cgroups.cgroup import V1_TYPE, V2_TYPE, ContainerCgroup
+from shim.runc.cgroups import paths, v1, v2
+from shim.runc.cgroups.cgroup import V1_TYPE, V2_TYPE, ContainerCgroup
 from tests.prereq import unavailable
 
 

@@ -1,4 +1,4 @@
-"""Network counters of another process's namespace (shim/cgroups/net.py) on the real kernel: a process in a
+"""Network counters of another process's namespace (shim/runc/cgroups/net.py) on the real kernel: a process in a
 fresh network namespace with a dummy and a veth interface, checked against /proc/<pid>/net/dev (the kernel's
 other view of the same counters), and the caller's own namespace, threads and fds left as they were."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from shim.cgroups import net
+from shim.runc.cgroups import net
 from tests.prereq import unavailable
 
 

@@ -1,10 +1,10 @@
-"""Locating a container's cgroup (shim/cgroups/paths.py): mode detection from mountinfo, /proc/<pid>/cgroup
+"""Locating a container's cgroup (shim/runc/cgroups/paths.py): mode detection from mountinfo, /proc/<pid>/cgroup
 parsing, mount roots of nested cgroup namespaces, and the controllers a v1 cgroup really has."""
 from __future__ import annotations
 
 import pytest
 
-from shim.cgroups import paths, readfs
+from shim.runc.cgroups import paths, readfs
 from tests.unit.cgroupfs import build
 
 HYBRID = """\

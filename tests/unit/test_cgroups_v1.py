@@ -1,12 +1,12 @@
-"""cgroup v1 reader (shim/cgroups/v1.py) against fake cgroupfs trees: table-driven, one case per controller
+"""cgroup v1 reader (shim/runc/cgroups/v1.py) against fake cgroupfs trees: table-driven, one case per controller
 shape the kernel produces, each expectation the value containerd's cgroups library would put there."""
 from __future__ import annotations
 
 import pytest
 
 from protos import cgroups_v1_pb2
-from shim.cgroups import v1
-from shim.cgroups.paths import CgroupPaths
+from shim.runc.cgroups import v1
+from shim.runc.cgroups.paths import CgroupPaths
 from tests.unit.cgroupfs import build, lookup
 
 MEMORY_STAT = """cache 10145792

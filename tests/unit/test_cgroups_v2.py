@@ -1,10 +1,10 @@
-"""cgroup v2 reader (shim/cgroups/v2.py) against fake unified groups: table-driven, each expectation the
+"""cgroup v2 reader (shim/runc/cgroups/v2.py) against fake unified groups: table-driven, each expectation the
 value containerd's cgroups library (v3.0.5 Manager.Stat) would put there."""
 from __future__ import annotations
 
 import pytest
 
-from shim.cgroups import v2
+from shim.runc.cgroups import v2
 from tests.unit.cgroupfs import build, lookup
 
 MAX = 2**64 - 1

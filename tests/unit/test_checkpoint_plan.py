@@ -1,12 +1,12 @@
-"""shim/task/checkpoint.py: the image and work directories a checkpoint or restore uses, and the image mirror."""
+"""shim/runc/task/checkpoint.py: the image and work directories a checkpoint or restore uses, and the image mirror."""
 import errno
 import os
 
 import pytest
 
 from shim.errors import InvalidArgument
-from shim.task import checkpoint as ckpt
-from shim.task.checkpoint import CheckpointRequest, plan_checkpoint, restore_criu
+from shim.runc.task import checkpoint as ckpt
+from shim.runc.task.checkpoint import CheckpointRequest, plan_checkpoint, restore_criu
 
 
 @pytest.mark.parametrize("req,images,mirror", [

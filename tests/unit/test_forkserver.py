@@ -18,11 +18,11 @@ import pytest
 
 from tests.prereq import unavailable
 
-from shim import forkserver_cgroups as cg
-from shim import forkserver_child as child
-from shim import forkserver_proto as proto
-from shim import forkserver_zygote as zygote
-from shim import wire
+from shim.linux import cgroup_join as cg
+from shim.forkserver import child
+from shim.forkserver import protocol as proto
+from shim.forkserver import zygote
+from ttrpc import wire
 
 REPO = Path(__file__).resolve().parents[2]
 ARGV = ("-namespace", "k8s.io", "-id", "c1", "-address", "/run/containerd/containerd.sock", "-debug")
@@ -95,7 +95,7 @@ def test_location_is_per_interpreter_and_package() -> None:
 
 def test_start_side_modules_stay_lean() -> None:
     """start imports the client: it must load nothing slow (lean.py) and nothing third-party."""
-    code = ("import sys; before = set(sys.modules); import shim.forkserver_client; "
+    code = ("import sys; before = set(sys.modules); import shim.forkserver.client; "
             "slow = {'enum', 're', 'dataclasses', 'inspect', 'typing', 'json', 'socket', 'signal', 'subprocess', "
             "'collections'}; "
             "new = set(sys.modules) - before; bad = new & slow | {m for m in new if m.startswith(('trio', 'google'))}; "
@@ -153,7 +153,7 @@ def test_title_is_the_fresh_command_line_start_computed(tmp_path: Path) -> None:
     prefix = ("/opt/pyshim/venv/bin/python", "-IS", "/usr/local/bin/containerd-shim-pyshim-v1")
     assert child.title(request(program=prefix)) == [*prefix, *ARGV]
     script = tmp_path / "shimscript"
-    script.write_text(f"import json, os, sys\nsys.path.insert(0, {str(REPO)!r})\nfrom shim import start\n"
+    script.write_text(f"import json, os, sys\nsys.path.insert(0, {str(REPO)!r})\nfrom shim.commands import start\n"
                       "print(json.dumps([start.fresh_command_line([os.path.abspath(sys.argv[0])]),\n"
                       "                  start.fresh_command_line([sys.executable, '-m', 'shim'])]))\n")
     done = subprocess.run([sys.executable, "-S", "-E", str(script), "-namespace", "ns", "start"],
@@ -164,7 +164,7 @@ def test_title_is_the_fresh_command_line_start_computed(tmp_path: Path) -> None:
 
 
 def test_argv_area_rewrites_the_command_line() -> None:
-    code = ("import sys; from shim.forkserver_child import ArgvArea\n"
+    code = ("import sys; from shim.forkserver.child import ArgvArea\n"
             "a = ArgvArea.of_self(); print(a.size, flush=True)\n"
             "assert a.fits(['x' * (a.size - 1)]) and not a.fits(['x' * a.size])\n"
             "a.write(['daemon', '-id', 'c1'])\n"
@@ -245,17 +245,17 @@ def test_gate_refusals(a_socket: int, tmp_path: Path, kwargs: dict, match: str) 
 # -- preload and the code watch -------------------------------------------------------------------------
 
 def test_preload_covers_every_module_of_ours_but_the_server() -> None:
-    from shim import forkserver_preload as preload
+    from shim.forkserver import preload
 
     names = preload.modules()
-    for expected in ("shim.daemon", "shim.wiring", "shim.task.tasks", "shim.io.process_io", "ttrpc.server",
-                     "runtime.registry", "protos.task_v2_pb2", "shim.forkserver_zygote"):
+    for expected in ("shim.daemon", "shim.runc.wiring", "shim.runc.task.tasks", "shim.io.process_io", "ttrpc.server",
+                     "runtime.registry", "protos.task_v2_pb2", "shim.forkserver.zygote"):
         assert expected in names
-    assert "shim.forkserver" not in names and "shim.__main__" not in names
+    assert "shim.forkserver.__main__" not in names and "shim.__main__" not in names
 
 
 def test_watch_sees_a_changed_or_vanished_module_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shim import forkserver_preload as preload
+    from shim.forkserver import preload
 
     pkg = tmp_path / "watchedpkg"
     pkg.mkdir()

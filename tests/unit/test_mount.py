@@ -1,4 +1,4 @@
-"""shim/mount.py and shim/unmount.py: option parsing tables, and real mounts (root) of tmpfs, bind and overlay in tmp dirs.
+"""shim/linux/mount.py and shim/linux/unmount.py: option parsing tables, and real mounts (root) of tmpfs, bind and overlay in tmp dirs.
 
 Rules: every mounting test runs under the ``scratch`` fixture, which unmounts everything below its directory
 afterwards (with umount(8) as an independent check). Without root the mounting tests skip with the reason,
@@ -16,9 +16,9 @@ import pytest
 
 from tests.prereq import unavailable
 
-from shim import mount as m
-from shim.mount import Mount, MountError, mount_all, mounts_under, unmount_all
-from shim.unmount import unescape
+from shim.linux import mount as m
+from shim.linux.mount import Mount, MountError, mount_all, mounts_under, unmount_all
+from shim.linux.unmount import unescape
 
 
 @pytest.fixture

@@ -28,9 +28,10 @@ from google.protobuf import any_pb2
 
 from protos import bootstrap_pb2, introspection_pb2, runc_options_pb2, task_v2_pb2
 from shim import address as addr
-from shim import start, wire
+from shim.commands import start
+from ttrpc import wire
 from shim.flags import ShimFlags
-from shim.mount import Mount, mount_all, mounts_under, unmount_all
+from shim.linux.mount import Mount, mount_all, mounts_under, unmount_all
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_DAEMON = r"""
@@ -80,7 +81,7 @@ def runc_options_any(**fields: object) -> bytes:
 # -- imports --------------------------------------------------------------------------------------------
 
 def test_critical_path_imports_only_the_standard_library() -> None:
-    code = ("import shim.main, shim.start, shim.delete, shim.info, shim.mount, shim.unmount; import sys; "
+    code = ("import shim.commands.main, shim.commands.start, shim.commands.delete, shim.commands.info, shim.linux.mount, shim.linux.unmount; import sys; "
             "assert not any(m.startswith(('trio', 'google', 'protos')) for m in sys.modules), "
             "sorted(m for m in sys.modules if m.startswith(('trio', 'google', 'protos')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=30, check=False)
@@ -89,7 +90,7 @@ def test_critical_path_imports_only_the_standard_library() -> None:
 
 def test_start_and_delete_avoid_slow_stdlib_modules() -> None:
     """The ~10 ms of enum/re/inspect imports stay off start and delete (record.py, lean.py)."""
-    code = ("import sys; before = set(sys.modules); import shim.main, shim.start, shim.delete, shim.info; "
+    code = ("import sys; before = set(sys.modules); import shim.commands.main, shim.commands.start, shim.commands.delete, shim.commands.info; "
             "slow = {'enum', 're', 'dataclasses', 'inspect', 'typing', 'json', 'socket', 'signal', 'subprocess', "
             "'collections'}; "
             "loaded = (set(sys.modules) - before) & slow; assert not loaded, sorted(loaded)")
@@ -107,7 +108,7 @@ def test_actions_load_no_third_party_module(tmp_path: Path, args: list[str]) -> 
     assert traced.returncode == 0, traced.stderr
     modules = [line.rsplit("|", 1)[-1].strip() for line in traced.stderr.decode().splitlines()
                if line.startswith("import time:")]
-    assert "shim.main" in modules
+    assert "shim.commands.main" in modules
     assert not [m for m in modules if m.startswith(("trio", "google", "protos"))]
 
 
@@ -451,7 +452,7 @@ def test_info_reports_runtime_features_and_echoes_options(tmp_path: Path) -> Non
 
 def test_spawn_daemon_asks_the_fork_server_first_and_falls_back(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from shim import forkserver_client
+    from shim.forkserver import client as forkserver_client
 
     asked: list = []
     done: list[str] = []

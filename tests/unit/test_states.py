@@ -2,7 +2,7 @@
 import pytest
 
 from shim.errors import FailedPrecondition, NotFound
-from shim.task.states import EXEC, INIT, Op, State, check
+from shim.runc.task.states import EXEC, INIT, Op, State, check
 
 S, O = State, Op
 

@@ -118,16 +118,16 @@ def test_cli_rejects(argv):
 
 
 def test_entry_points_and_console_script_match_pyproject():
-    project = {"scripts": {"containerd-shim-pyshim-v1": "shim.main:main"},
+    project = {"scripts": {"containerd-shim-pyshim-v1": "shim.commands.main:main"},
                "entry-points": {"pyshim.runtimes": {"runc": "runtime.builtin:runc", "crun": "runtime.builtin:crun"}}}
     parser = configparser.ConfigParser()
     parser.read_string(guest_run.entry_points_text(project))
-    assert dict(parser["console_scripts"]) == {"containerd-shim-pyshim-v1": "shim.main:main"}
+    assert dict(parser["console_scripts"]) == {"containerd-shim-pyshim-v1": "shim.commands.main:main"}
     assert dict(parser["pyshim.runtimes"]) == {"crun": "runtime.builtin:crun", "runc": "runtime.builtin:runc"}
-    script = guest_run.console_script("/opt/pyshim/venv/bin/python", "shim.main:main", ["/site", "/payload/src"])
+    script = guest_run.console_script("/opt/pyshim/venv/bin/python", "shim.commands.main:main", ["/site", "/payload/src"])
     lines = script.splitlines()
     assert lines[0] == "#!/opt/pyshim/venv/bin/python -IS"  # containerd execs it directly; like install.sh's
-    assert lines[-4:] == ["sys.path.append('/site')", "sys.path.append('/payload/src')", "from shim.main import main",
+    assert lines[-4:] == ["sys.path.append('/site')", "sys.path.append('/payload/src')", "from shim.commands.main import main",
                           "os._exit(main())"]
 
 

@@ -1,4 +1,4 @@
-"""shim/wire.py against the protobuf runtime: what we encode decodes there, and the other way round."""
+"""ttrpc/wire.py against the protobuf runtime: what we encode decodes there, and the other way round."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from hypothesis import given, strategies as st
 
 from protos import introspection_pb2, runc_options_pb2, task_v2_pb2
-from shim import wire
+from ttrpc import wire
 
 uint32s = st.integers(min_value=0, max_value=2**32 - 1)
 int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)

@@ -1,0 +1,214 @@
+"""The task service on the wire: protobuf requests to domain calls and domain results to protobuf.
+
+Rules:
+- No logic here: every method unpacks its request, calls `Tasks` (shim/runc/task/tasks.py) and packs the
+  answer. Errors propagate as shim.errors; the ttrpc dispatcher maps them to codes.
+- The same handlers are registered as `containerd.task.v2.Task` and `containerd.task.v3.Task`: their
+  messages are byte-identical (only the proto package differs), so the v2 classes decode both.
+- "Not exited" is sent as Go's zero time (seconds -62135596800), exactly as the Go shim does: containerd
+  2.x turns an absent Timestamp into the Unix epoch, not into the zero time.
+- Stats answers the container's cgroup metrics in the Any containerd expects (shim/runc/task/stats.py).
+- Checkpoint options: containerd.runc.v1.CheckpointOptions (what ctr, the client library and CRI send for
+  any runtime) or none; another type is InvalidArgument.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import trio
+from google.protobuf import empty_pb2
+from google.protobuf.message import DecodeError
+
+from protos import runc_options_pb2, task_types_pb2
+from protos import task_v2_pb2 as pb
+from shim.runc import options
+from shim.errors import InvalidArgument
+from shim.runc.task.checkpoint import CheckpointRequest
+from shim.runc.task.process import Process, Stdio
+from shim.runc.task.states import Op, State
+from shim.runc.task.stats import StatsCollector
+from shim.runc.task.tasks import CreateRequest, MountSpec, Tasks
+from ttrpc.server import Method
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
+GO_ZERO_TIME = -62135596800  # time.Time{} as a protobuf Timestamp
+_EMPTY = empty_pb2.Empty()
+
+_STATUS = {
+    State.CREATED: task_types_pb2.CREATED,
+    State.CREATED_CHECKPOINT: task_types_pb2.CREATED,
+    State.RUNNING: task_types_pb2.RUNNING,
+    State.PAUSING: task_types_pb2.PAUSING,
+    State.PAUSED: task_types_pb2.PAUSED,
+    State.STOPPED: task_types_pb2.STOPPED,
+    State.DELETED: task_types_pb2.STOPPED,
+}
+
+
+def _set_time(ts, when: float | None) -> None:
+    if when is None:
+        ts.seconds = GO_ZERO_TIME
+    else:
+        ts.FromNanoseconds(int(when * 1e9))
+
+
+class TaskService:
+    def __init__(self, tasks: Tasks, shutdown: trio.Event) -> None:
+        self.tasks = tasks
+        self._stats = StatsCollector()
+        self._shutdown = shutdown
+
+    def methods(self) -> dict[str, Method]:
+        m = {
+            "State": (pb.StateRequest, self.state),
+            "Create": (pb.CreateTaskRequest, self.create),
+            "Start": (pb.StartRequest, self.start),
+            "Delete": (pb.DeleteRequest, self.delete),
+            "Pids": (pb.PidsRequest, self.pids),
+            "Pause": (pb.PauseRequest, self.pause),
+            "Resume": (pb.ResumeRequest, self.resume),
+            "Checkpoint": (pb.CheckpointTaskRequest, self.checkpoint),
+            "Kill": (pb.KillRequest, self.kill),
+            "Exec": (pb.ExecProcessRequest, self.exec),
+            "ResizePty": (pb.ResizePtyRequest, self.resize_pty),
+            "CloseIO": (pb.CloseIORequest, self.close_io),
+            "Update": (pb.UpdateTaskRequest, self.update),
+            "Wait": (pb.WaitRequest, self.wait),
+            "Stats": (pb.StatsRequest, self.stats),
+            "Connect": (pb.ConnectRequest, self.connect),
+            "Shutdown": (pb.ShutdownRequest, self.shutdown),
+        }
+        return {name: Method(req, handler) for name, (req, handler) in m.items()}
+
+    def register(self, server) -> None:
+        methods = self.methods()
+        for service in SERVICES:
+            server.register(service, methods)
+
+    # -- handlers ---------------------------------------------------------------------------
+    async def state(self, ctx, r: pb.StateRequest) -> pb.StateResponse:
+        c = self.tasks.get(r.id)
+        p = c.process(r.exec_id)
+        state = p.state
+        if not p.is_init and state is State.RUNNING and c.init.state in (State.PAUSED, State.PAUSING):
+            state = c.init.state
+        resp = pb.StateResponse(
+            id=p.id, bundle=c.bundle, pid=p.pid, status=_STATUS[state], stdin=p.stdio.stdin,
+            stdout=p.stdio.stdout, stderr=p.stdio.stderr, terminal=p.stdio.terminal,
+            exit_status=p.exit_status, exec_id=r.exec_id,
+        )
+        _set_time(resp.exited_at, p.exited_at)
+        return resp
+
+    async def create(self, ctx, r: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
+        req = CreateRequest(
+            id=r.id, bundle=r.bundle,
+            rootfs=tuple(MountSpec(m.type, m.source, m.target, tuple(m.options)) for m in r.rootfs),
+            stdio=Stdio(r.stdin, r.stdout, r.stderr, r.terminal),
+            checkpoint=r.checkpoint, parent_checkpoint=r.parent_checkpoint,
+            options=options.parse(r.options.type_url, r.options.value) if r.HasField("options") else None,
+            raw_rootfs=list(r.rootfs),
+        )
+        return pb.CreateTaskResponse(pid=await self.tasks.create(req))
+
+    async def start(self, ctx, r: pb.StartRequest) -> pb.StartResponse:
+        return pb.StartResponse(pid=await self.tasks.start(r.id, r.exec_id))
+
+    async def delete(self, ctx, r: pb.DeleteRequest) -> pb.DeleteResponse:
+        return _exit_message(pb.DeleteResponse, await self.tasks.delete(r.id, r.exec_id), with_pid=True)
+
+    async def pids(self, ctx, r: pb.PidsRequest) -> pb.PidsResponse:
+        resp = pb.PidsResponse()
+        for pid, exec_id in await self.tasks.pids(r.id):
+            info = resp.processes.add(pid=pid)
+            if exec_id:
+                info.info.type_url = "containerd.runc.v1.ProcessDetails"
+                info.info.value = runc_options_pb2.ProcessDetails(exec_id=exec_id).SerializeToString()
+        return resp
+
+    async def pause(self, ctx, r: pb.PauseRequest) -> empty_pb2.Empty:
+        await self.tasks.pause(r.id)
+        return _EMPTY
+
+    async def resume(self, ctx, r: pb.ResumeRequest) -> empty_pb2.Empty:
+        await self.tasks.resume(r.id)
+        return _EMPTY
+
+    async def checkpoint(self, ctx, r: pb.CheckpointTaskRequest) -> empty_pb2.Empty:
+        self.tasks.get(r.id)
+        await self.tasks.checkpoint(r.id, _checkpoint_request(r))
+        return _EMPTY
+
+    async def kill(self, ctx, r: pb.KillRequest) -> empty_pb2.Empty:
+        await self.tasks.kill(r.id, r.exec_id, r.signal, r.all)
+        return _EMPTY
+
+    async def exec(self, ctx, r: pb.ExecProcessRequest) -> empty_pb2.Empty:
+        await self.tasks.exec(r.id, r.exec_id, Stdio(r.stdin, r.stdout, r.stderr, r.terminal), r.spec.value)
+        return _EMPTY
+
+    async def resize_pty(self, ctx, r: pb.ResizePtyRequest) -> empty_pb2.Empty:
+        p = self.tasks.get(r.id).process(r.exec_id)
+        p.check(Op.RESIZE)
+        if p.io is not None:
+            p.io.resize(r.width, r.height)
+        return _EMPTY
+
+    async def close_io(self, ctx, r: pb.CloseIORequest) -> empty_pb2.Empty:
+        p = self.tasks.get(r.id).process(r.exec_id)
+        if p.io is not None:
+            await p.io.close_stdin()
+        return _EMPTY
+
+    async def update(self, ctx, r: pb.UpdateTaskRequest) -> empty_pb2.Empty:
+        await self.tasks.update(r.id, r.resources.value)
+        return _EMPTY
+
+    async def wait(self, ctx, r: pb.WaitRequest) -> pb.WaitResponse:
+        return _exit_message(pb.WaitResponse, await self.tasks.wait(r.id, r.exec_id))
+
+    async def stats(self, ctx, r: pb.StatsRequest) -> pb.StatsResponse:
+        resp = pb.StatsResponse()
+        resp.stats.type_url, resp.stats.value = await self._stats.collect(self.tasks.get(r.id))
+        return resp
+
+    async def connect(self, ctx, r: pb.ConnectRequest) -> pb.ConnectResponse:
+        c = self.tasks.containers.get(r.id)
+        return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=c.init.pid if c else 0)
+
+    async def shutdown(self, ctx, r: pb.ShutdownRequest) -> empty_pb2.Empty:
+        if not self.tasks.containers:
+            self._shutdown.set()
+        return _EMPTY
+
+
+CHECKPOINT_OPTIONS = "containerd.runc.v1.CheckpointOptions"
+
+
+def _checkpoint_request(r: pb.CheckpointTaskRequest) -> CheckpointRequest:
+    if not r.HasField("options") or not r.options.type_url:
+        return CheckpointRequest(path=r.path)
+    name = r.options.type_url.rsplit("/", 1)[-1]
+    if name != CHECKPOINT_OPTIONS:
+        raise InvalidArgument(f"unsupported checkpoint options type {r.options.type_url!r}: "
+                              f"pyshim accepts {CHECKPOINT_OPTIONS} or none")
+    try:
+        o = runc_options_pb2.CheckpointOptions.FromString(r.options.value)
+    except DecodeError as e:
+        raise InvalidArgument(f"cannot decode checkpoint options: {e}") from None
+    return CheckpointRequest(
+        path=r.path, exit=o.exit, open_tcp=o.open_tcp, external_unix_sockets=o.external_unix_sockets,
+        terminal=o.terminal, file_locks=o.file_locks, empty_namespaces=tuple(o.empty_namespaces),
+        cgroups_mode=o.cgroups_mode, image_path=o.image_path, work_path=o.work_path,
+    )
+
+
+def _exit_message(cls, p: Process, with_pid: bool = False):
+    m = cls(exit_status=p.exit_status)
+    if with_pid:
+        m.pid = p.pid
+    _set_time(m.exited_at, p.exited_at)
+    return m
