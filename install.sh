@@ -95,11 +95,11 @@ purelib="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("pu
 cat > "$script.tmp" <<EOF
 #!$VENV/bin/python -IS
 # $SHIM, written by install.sh (bench/README.md): pip's console script without site and re, and without the
-# interpreter's finalisation (~2 ms CPU): shim.commands.main writes its output with os.write, nothing is left buffered.
+# interpreter's finalisation (~2 ms CPU): shim.commands.run writes its output with os.write, nothing is left buffered.
 import os
 import sys
 sys.path.append("$purelib")
-from shim.commands.main import main
+from shim.runc.main import main
 os._exit(main())
 EOF
 chmod 0755 "$script.tmp"

@@ -1,5 +1,5 @@
 """``python -m shim``: the same program as the ``containerd-shim-pyshim-v1`` console script."""
 
-from shim.commands.main import main
+from shim.runc.main import main
 
 raise SystemExit(main())

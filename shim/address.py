@@ -1,38 +1,42 @@
-"""The shim socket address: grouping id, hash name, ``unix://`` form, and the bundle's ``address`` file.
+"""A shim's socket: its address, and the listening socket ``start`` binds or finds there.
 
-Rules (shim-v2.md §3.2, §4, §7):
+Rules (containerd ``pkg/shim/util_unix.go`` ``SocketAddress`` and ``NewSocket`` at v1.6.20):
 - Address = ``unix://`` + SOCKET_DIR + ``/`` + lowercase hex SHA-256 of Go's ``filepath.Join(<-address>,
   <namespace>, <grouping id>)`` (Join drops empty elements, joins with ``/`` and applies Go's ``path.Clean``).
-  SOCKET_DIR is upstream's hard-coded ``/run/containerd/s``; tests pass another directory.
-- Grouping id: the first non-empty annotation of GROUP_ANNOTATIONS in the bundle's config.json, else the
-  container id. pyshim's own ``io.pyshim.group`` comes first, then the runc shim's key (so specs written for
-  runc group the same way), then CRI's sandbox id. Deviation: Go's runc shim also accepts an annotation whose
-  value is empty (grouping everything with an empty value); we treat an empty value as absent.
+  SOCKET_DIR is upstream's hard-coded ``/run/containerd/s`` (2.3+ may send another in BootstrapParams).
 - Never an abstract socket (CVE-2020-15257): every address produced here is a filesystem path with ``unix://``.
-- ``./address`` holds the address byte for byte with no trailing newline (containerd 1.6/1.7 read it back
-  untrimmed) and is replaced atomically (``.address`` then rename).
-- Standard library only (critical path).
+- ``bind_or_reuse`` runs under an exclusive flock on the socket directory, so concurrent starts of one group
+  settle on one daemon: the path only ever appears already listening, a live socket (test connect within
+  CONNECT_TIMEOUT, a full backlog counts as live) is reused, a dead one is unlinked and replaced. The directory
+  is created 0700 and the socket chmod 0600 before it listens (upstream asks for 0600; both mean root-only).
+- Standard library only (critical path), and no module that loads enum (stdlib_lite.unix_socket).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 
-from shim.stdlib_lite import loads_json
+from shim.stdlib_lite import unix_socket
 
-try:  # the builtin module avoids loading OpenSSL through hashlib (a few ms on every start)
+try:  # the builtin module avoids loading OpenSSL through hashlib
     from _sha256 import sha256
 except ImportError:  # pragma: no cover - other interpreters / Python 3.12+ name it _sha2
     from hashlib import sha256
 
+__all__ = ["SOCKET_DIR", "AddressError", "bind_or_reuse", "is_alive", "socket_address", "socket_path", "unlink"]
+
 SOCKET_DIR = "/run/containerd/s"
 UNIX_SCHEME = "unix://"
 SOCKET_PATH_LIMIT = 106  # upstream's limit for socket paths (Linux sun_path is 108 bytes)
-GROUP_ANNOTATIONS = (
-    "io.pyshim.group",
-    "io.containerd.runc.v2.group",
-    "io.kubernetes.cri.sandbox-id",
-)
+CONNECT_TIMEOUT = 0.1
+BACKLOG = 4096  # the kernel clamps it to net.core.somaxconn, like Go's listener
+Socket = object  # annotation only: a socket.socket or the leaner _socket.socket (stdlib_lite.py), same methods
+
+
+class AddressError(RuntimeError):
+    """A socket path that stays in use but refuses connections."""
 
 
 def go_clean(path: str) -> str:
@@ -81,46 +85,61 @@ def socket_path(address: str) -> str:
     return path
 
 
-def grouping_id(annotations: dict[str, object], container_id: str) -> str:
-    """The first non-empty string among GROUP_ANNOTATIONS, else the container id."""
-    for key in GROUP_ANNOTATIONS:
-        value = annotations.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return container_id
-
-
-def read_annotations(bundle: str) -> dict[str, object]:
-    """The ``annotations`` object of ``<bundle>/config.json`` ({} when the spec has none).
-
-    A missing or malformed config.json raises (OSError / ValueError): upstream's start fails then too.
-    """
-    with open(os.path.join(bundle, "config.json"), "rb") as f:
-        spec = loads_json(f.read())
-    if not isinstance(spec, dict):
-        raise ValueError("config.json: not a JSON object")
-    annotations = spec.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise ValueError("config.json: annotations is not an object")
-    return annotations
-
-
-def write_address(bundle: str, address: str) -> None:
-    """Atomically write ``<bundle>/address`` with exactly the address bytes (no newline)."""
-    final = os.path.join(bundle, "address")
-    temp = os.path.join(bundle, ".address")
-    data = address.encode("utf-8")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+def _listen(path: str) -> Socket:
+    sock = unix_socket()
     try:
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write to {temp}: {written} of {len(data)} bytes")
+        sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        os.chmod(path, 0o600)
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        unlink(path)
+        raise
+    return sock
+
+
+def unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def is_alive(path: str, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Is something listening on the unix socket ``path``? A full backlog (EAGAIN) counts as alive."""
+    probe = unix_socket()
+    probe.settimeout(timeout)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except (BlockingIOError, TimeoutError):
+        return True
     finally:
-        os.close(fd)
-    os.rename(temp, final)
+        probe.close()
+    return True
 
 
-def read_address(bundle: str) -> str:
-    """The content of ``<bundle>/address`` as written (untrimmed, like containerd reads it)."""
-    with open(os.path.join(bundle, "address"), "rb") as f:
-        return f.read().decode("utf-8")
+def bind_or_reuse(path: str) -> Socket | None:
+    """A new listening socket at ``path``, or None if a live shim already listens there."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _ in range(3):  # others (non-pyshim, or a daemon unlinking on exit) do not take the lock
+            try:
+                return _listen(path)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+            if is_alive(path):
+                return None
+            unlink(path)
+        raise AddressError(f"socket {path} stays in use but refuses connections")
+    finally:
+        os.close(lock)

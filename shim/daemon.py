@@ -1,106 +1,108 @@
-"""The long-lived shim daemon: one trio run serving the task service for one container or a group.
+"""The long-lived shim daemon: one trio run serving a manager's task service for one container or a group.
 
 Rules:
-- `run(flags, listen_fd)` is a plain function of already-parsed arguments, so a pre-imported parent can
-  fork straight into it. It never returns to containerd anything but its exit code.
-- Process-wide setup happens once, before trio starts: child subreaper, diagnostics to the bundle's
-  `log` FIFO on fd 2, SIGPIPE ignored.
-- The root nursery holds the reaper, the event publisher, the task table (exit routing and the
-  containers' IO nurseries) and the ttrpc server. Shutdown (the Shutdown call with no container left,
-  or SIGTERM/SIGINT) stops the server gracefully, lets the publisher drain for up to 5 s, unlinks the
-  socket and exits.
-- The daemon owns its socket file: it unlinks the path its listener is bound to.
+- ``run(manager, flags, listen_fd)`` is a plain function of already-parsed arguments, so a pre-imported parent
+  (the fork server) can fork straight into it. It returns the process's exit code and nothing else.
+- Process-wide set-up happens once, before trio starts: SIGPIPE ignored, inherited descriptors above stdio made
+  close-on-exec, diagnostics to the bundle's ``log`` FIFO (daemon_log.py), child subreaper, and a core
+  scheduling cookie when containerd asks for one (``SCHED_CORE`` in the environment).
+- ``build`` makes the parts in a fixed order (the reaper, the launcher on it, the event publisher, the
+  ``Daemon`` context, the manager's task service, the ttrpc server) and does no I/O; ``serve`` starts them in
+  the root nursery: reaper, publisher, the service's own ``run``, then the server. Shutdown (the service calls
+  ``Daemon.shutdown``, or SIGTERM/SIGINT) unlinks the socket, lets in-flight calls finish for up to
+  SERVER_DRAIN, lets the publisher drain for up to PUBLISH_DRAIN, and exits.
+- The daemon owns its socket file: it unlinks the path its listener is bound to, while still bound, so a
+  concurrent ``start`` of the group binds a fresh socket instead of taking ours for stale.
+- SIGUSR1 logs every trio task and where it waits (like the Go shim's stack dump).
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
 import socket
-import time
 
 import trio
 
+from shim.events import Publisher, TaskEvents
 from shim.flags import ShimFlags
+from shim.linux.libc import prctl
+from shim.reaper import Reaper, ReaperLauncher
+from ttrpc.server import Server
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from shim.manager import Manager
+    from shim.service import TaskService
+
+__all__ = ["Daemon", "build", "run"]
 
 log = logging.getLogger("shim")
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SCHED_CORE, PR_SCHED_CORE_CREATE, PIDTYPE_PGID = 62, 1, 2
 PUBLISH_DRAIN = 5.0
 SERVER_DRAIN = 5.0  # in-flight calls get this long to finish after Shutdown
 
 
+class Daemon:
+    """What a task service gets from the library: who the daemon is, and the daemon-wide parts it shares.
+
+    Attributes: ``namespace``, ``id`` (the task whose start made this daemon), ``address`` (containerd's gRPC
+    address), ``debug``; ``reaper`` (the only waitpid of the process: subscribe before a child can exit),
+    ``launcher`` (runs helper programs through the reaper), ``publisher`` and ``events`` (task events to
+    containerd, in order)."""
+
+    def __init__(self, flags: ShimFlags, reaper: Reaper, launcher: ReaperLauncher, publisher: Publisher) -> None:
+        self.namespace = flags.namespace
+        self.id = flags.id
+        self.address = flags.address
+        self.debug = flags.debug
+        self.reaper = reaper
+        self.launcher = launcher
+        self.publisher = publisher
+        self.events = TaskEvents(publisher)
+        self._shutdown = trio.Event()
+
+    def shutdown(self) -> None:
+        """Let the daemon exit: call it from Shutdown once no task is left (containerd sends Shutdown after
+        every Delete; a daemon of a group keeps serving while other tasks remain)."""
+        self._shutdown.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.is_set()
+
+    async def wait_shutdown(self) -> None:
+        await self._shutdown.wait()
+
+
+class Parts:
+    """The daemon's parts, made by ``build`` and started by ``serve``."""
+
+    def __init__(self, daemon: Daemon, service: TaskService, server: Server) -> None:
+        self.daemon, self.service, self.server = daemon, service, server
+
+
+def build(manager: Manager, flags: ShimFlags) -> Parts:
+    """Construct (no I/O, no tasks started) the parts of a daemon for ``manager``."""
+    reaper = Reaper()
+    publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""), flags.namespace)
+    daemon = Daemon(flags, reaper, ReaperLauncher(reaper), publisher)
+    service = manager.task_service(daemon)
+    server = Server()
+    service.register(server)
+    return Parts(daemon, service, server)
+
+
 def set_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-PR_SCHED_CORE, PR_SCHED_CORE_CREATE, PIDTYPE_PGID = 62, 1, 2
+    prctl(PR_SET_CHILD_SUBREAPER, 1, what="prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 def enable_sched_core() -> None:
     """A core-scheduling cookie for this daemon's process group, inherited by every container it starts
     (containerd sets SCHED_CORE=1 when its ``sched_core`` option is on; upstream's shim does this in start)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SCHED_CORE, PR_SCHED_CORE_CREATE, 0, PIDTYPE_PGID, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"enable sched core support: {os.strerror(err)}")
-
-
-class LogfmtFormatter(logging.Formatter):
-    """logrus-style text lines, as containerd relays them from the `log` FIFO."""
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__()
-        self._fields = "".join(f" {k}={_q(v)}" for k, v in fields.items() if v)
-
-    def format(self, record: logging.LogRecord) -> str:
-        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        t += ".%09dZ" % int((record.created % 1) * 1e9)
-        msg = record.getMessage()
-        if record.exc_info:
-            msg += "\n" + self.formatException(record.exc_info)
-        return f'time="{t}" level={record.levelname.lower()} msg={_q(msg)}{self._fields}'
-
-
-def _q(v: str) -> str:
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def setup_logging(flags: ShimFlags) -> None:
-    """Diagnostics go to fd 2; the bundle's `log` FIFO (containerd holds it open) becomes fd 2."""
-    try:
-        fd = os.open("log", os.O_WRONLY | os.O_CLOEXEC)
-        os.dup2(fd, 2)
-        os.close(fd)
-    except OSError:
-        pass  # no FIFO (started by hand): keep whatever fd 2 is
-    handler = logging.StreamHandler(_NonBlockingStderr())
-    handler.setFormatter(LogfmtFormatter({
-        "namespace": flags.namespace, "id": flags.id, "pid": str(os.getpid()),
-        "runtime": "io.containerd.pyshim.v1",
-    }))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-
-    root.setLevel(logging.DEBUG if flags.debug else logging.INFO)
-
-
-class _NonBlockingStderr:
-    """Writes to fd 2 that never block the event loop: with no reader a line is dropped, not waited for."""
-
-    def write(self, s: str) -> None:
-        data = s.encode(errors="replace")
-        try:
-            os.set_blocking(2, False)
-            os.write(2, data)
-        except (BlockingIOError, BrokenPipeError, OSError):
-            pass
-
-    def flush(self) -> None:
-        pass
+    prctl(PR_SCHED_CORE, PR_SCHED_CORE_CREATE, 0, PIDTYPE_PGID, 0, what="enable sched core support")
 
 
 def _cloexec_inherited() -> None:
@@ -115,48 +117,48 @@ def _cloexec_inherited() -> None:
                 pass  # the directory fd of the listing itself, already closed
 
 
-def run(flags: ShimFlags, listen_fd: int) -> int:
+def run(manager: Manager, flags: ShimFlags, listen_fd: int) -> int:
+    """Serve until shut down; the process's exit status."""
+    from shim.daemon_log import setup_logging
+
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     _cloexec_inherited()
-    setup_logging(flags)
+    setup_logging(flags, manager.name)
     try:
         set_subreaper()
         if os.environ.get("SCHED_CORE"):
             enable_sched_core()
         sock = socket.socket(fileno=listen_fd)
-        trio.run(_main, flags, sock)
+        trio.run(serve, manager, flags, sock)
     except Exception:
         log.exception("shim daemon failed")
         return 1
     return 0
 
 
-async def _main(flags: ShimFlags, sock: socket.socket) -> None:
+async def serve(manager: Manager, flags: ShimFlags, sock: socket.socket) -> None:
+    """The daemon's trio run: the root nursery and the shutdown sequence (see the module rules)."""
     path = sock.getsockname()
     unlinked = False
     try:
-        from shim.runc.wiring import build
-
-        parts = build(flags)
-        log.info("starting pyshim daemon, listening on %s", path)
+        parts = build(manager, flags)
+        log.info("starting %s daemon, listening on %s", manager.name, path)
         async with trio.open_nursery() as root:
-            await root.start(parts.reaper.run)
-            await root.start(parts.publisher.run)
-            await root.start(parts.tasks.run)
+            await root.start(parts.daemon.reaper.run)
+            await root.start(parts.daemon.publisher.run)
+            await root.start(parts.service.run)
             listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
             root.start_soon(parts.server.serve, listener)
-            root.start_soon(_signals, parts.shutdown)
-            await parts.shutdown.wait()
+            root.start_soon(_signals, parts.daemon)
+            await parts.daemon.wait_shutdown()
             log.info("shutting down")
-            # Unlink while still bound: a concurrent `start` of the group then binds a fresh socket
-            # instead of taking ours for stale and losing it to our unlink.
             _unlink(path)
             unlinked = True
             with trio.move_on_after(SERVER_DRAIN):
                 await parts.server.shutdown()
             parts.server.close()
-            parts.publisher.close()
-            await parts.publisher.drain(PUBLISH_DRAIN)
+            parts.daemon.publisher.close()
+            await parts.daemon.publisher.drain(PUBLISH_DRAIN)
             root.cancel_scope.cancel()
     finally:
         if not unlinked:  # after a failure; never after the unlink above, the name may be another's now
@@ -171,17 +173,17 @@ def _unlink(path: object) -> None:
             pass
 
 
-async def _signals(shutdown: trio.Event) -> None:
+async def _signals(daemon: Daemon) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
         async for signum in signals:
             if signum == signal.SIGUSR1:
                 log.info("task dump:\n%s", "\n".join(_task_tree(trio.lowlevel.current_root_task())))
             else:
-                shutdown.set()
+                daemon.shutdown()
 
 
 def _task_tree(task, depth: int = 0) -> list[str]:
-    """Every trio task with the line it waits on (SIGUSR1, like the Go shim's stack dump)."""
+    """Every trio task with the line it waits on."""
     frame = task.coro.cr_frame
     where = " <- ".join(f"{os.path.basename(f.f_code.co_filename)}:{lineno} {f.f_code.co_name}"
                         for f, lineno in task.iter_await_frames())

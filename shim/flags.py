@@ -43,7 +43,7 @@ _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 
 USAGE = """\
-Usage: containerd-shim-pyshim-v1 [flags] [start|delete]
+Usage: {program} [flags] [start|delete]
 
   -namespace string       namespace that owns the shim
   -id string              id of the task
@@ -56,6 +56,11 @@ Usage: containerd-shim-pyshim-v1 [flags] [start|delete]
   -v                      show the shim version and exit
   -info                   read runtime options (an Any) from stdin, print a RuntimeInfo protobuf, and exit
 """
+
+
+def usage(program: str) -> str:
+    """The usage text for a shim binary named ``program``."""
+    return USAGE.format(program=program)
 
 
 class FlagError(ValueError):

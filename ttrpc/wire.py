@@ -2,7 +2,7 @@
 
 Rules:
 - Pure Python with no dependencies: ``start``, ``delete``, ``-info`` and ``-v`` must not load the protobuf
-  runtime or generated modules (containerd waits for these processes; see shim/commands/main.py).
+  runtime or generated modules (containerd waits for these processes; see shim/commands/run.py).
 - Proto3 semantics on encode: the ``*_field`` helpers omit zero/empty scalars, exactly like Go's
   ``proto.Marshal``; ``message_field`` always emits (a set sub-message, even an empty one, is present).
 - Decoding is strict about framing (truncated varints, lengths past the end, unknown wire types and field

@@ -1,18 +1,17 @@
 """``-v`` (version text) and ``-info`` (a serialized containerd.types.RuntimeInfo for containerd 2.x).
 
-Rules (shim-v2.md §2.2, §2.3; containerd 2.1.9 ``core/runtime/v2/task_manager.go`` ``PluginInfo`` and
-``validateRuntimeFeatures``, ``api/types/introspection.proto``):
+Rules (containerd 2.1.9 ``core/runtime/v2/task_manager.go`` ``PluginInfo`` and ``validateRuntimeFeatures``,
+``api/types/introspection.proto``):
 - ``-info`` gets no other flags, containerd's environment and cwd, and stdin = a serialized
   google.protobuf.Any of the runtime options (possibly empty). stdout = RuntimeInfo bytes only:
   1 name, 2 version {1 version, 2 revision}, 3 options (the stdin Any echoed when given), 4 features.
-- ``features`` is an Any with type_url ``types.containerd.io/opencontainers/runtime-spec/1/features/Features``
-  (the name containerd 2.x registers for the OCI features struct, whose typeurl codec is JSON) and value = the
-  JSON document printed by ``<runtime> features``. containerd refuses tasks with id-mapped mounts unless that
-  document declares ``linux.mountExtensions.idmap.enabled``, and refuses them outright if features is absent.
-  When the runtime has no ``features`` command (crun < 1.13, runc < 1.1) features is omitted, as upstream does.
-- The runtime binary: ``binary_name`` of a containerd.runc.v1.Options Any, else ``runc`` from $PATH.
+- ``features`` (``Manager.features``) is an Any with type_url
+  ``types.containerd.io/opencontainers/runtime-spec/1/features/Features`` (the name containerd 2.x registers
+  for the OCI features struct, whose typeurl codec is JSON) and value = the features JSON. containerd refuses
+  tasks with id-mapped mounts unless that document declares ``linux.mountExtensions.idmap.enabled``, and
+  refuses them outright if features is absent. No features: the field is omitted, as upstream does.
 - Undecodable stdin is an error (exit 1, message on stderr), as upstream.
-- Version = the installed distribution's version (dist-info METADATA found on sys.path) or, in a source
+- Version = the manager's distribution's version (dist-info METADATA found on sys.path) or, in a source
   checkout, pyproject.toml's; revision = the source checkout's git commit when there is one, else "".
   Both are read without importlib.metadata / tomllib (tens of ms on a path containerd waits for).
 - Standard library only.
@@ -25,14 +24,13 @@ import sys
 
 from ttrpc import wire
 
-RUNTIME_NAME = "io.containerd.pyshim.v1"
-DISTRIBUTION = "pyshim"
-FEATURES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
-RUNC_OPTIONS = "containerd.runc.v1.Options"
-DEFAULT_RUNTIME = "runc"
-FEATURES_TIMEOUT = 10.0
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from shim.manager import Manager
 
-_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+__all__ = ["run", "runtime_info", "version_text"]
+
+FEATURES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
 
 
 def _metadata_version(path: str) -> str:
@@ -58,9 +56,11 @@ def _pyproject_version(path: str) -> str:
     return ""
 
 
-def package_version() -> str:
-    pyproject = os.path.join(_SOURCE_ROOT, "pyproject.toml")
-    if os.path.isfile(pyproject):  # running from a source checkout (or an editable install)
+def package_version(distribution: str, source_root: str) -> str:
+    """The version of ``distribution``: pyproject.toml's in a source checkout at ``source_root``, else the
+    installed distribution's (dist-info METADATA on sys.path); "unknown" when neither says."""
+    pyproject = os.path.join(source_root, "pyproject.toml") if source_root else ""
+    if pyproject and os.path.isfile(pyproject):  # a source checkout (or an editable install)
         version = _pyproject_version(pyproject)
         if version:
             return version
@@ -70,20 +70,22 @@ def package_version() -> str:
         except OSError:
             continue
         for name in names:
-            if name.startswith(DISTRIBUTION + "-") and name.endswith(".dist-info"):
+            if name.startswith(distribution.replace("-", "_") + "-") and name.endswith(".dist-info"):
                 version = _metadata_version(os.path.join(entry, name, "METADATA"))
                 if version:
                     return version
     return "unknown"
 
 
-def package_revision() -> str:
-    """The git commit of the source checkout this module runs from, or ""."""
-    git = os.path.join(_SOURCE_ROOT, ".git")
+def package_revision(source_root: str) -> str:
+    """The git commit of the source checkout at ``source_root``, or ""."""
+    if not source_root:
+        return ""
+    git = os.path.join(source_root, ".git")
     try:
         if os.path.isfile(git):  # a worktree: "gitdir: <path>"
             with open(git, encoding="utf-8") as f:
-                git = os.path.join(_SOURCE_ROOT, f.read().split(":", 1)[1].strip())
+                git = os.path.join(source_root, f.read().split(":", 1)[1].strip())
         with open(os.path.join(git, "HEAD"), encoding="utf-8") as f:
             head = f.read().strip()
         if not head.startswith("ref: "):
@@ -115,45 +117,18 @@ def _common_dir(git: str) -> str:
         return git
 
 
-def version_text(program: str) -> str:
-    return (f"{os.path.basename(program)}:\n  Version:  {package_version()}\n  Revision: {package_revision()}\n"
-            f"  Python version: {sys.version.split()[0]}\n\n")
+def version_text(manager: Manager, program: str) -> str:
+    root = manager.source_root()
+    return (f"{os.path.basename(program)}:\n  Version:  {package_version(manager.distribution, root)}\n"
+            f"  Revision: {package_revision(root)}\n  Python version: {sys.version.split()[0]}\n\n")
 
 
-def runtime_binary(options: bytes) -> str:
-    """``binary_name`` (field 6) of runc Options in the options Any, else DEFAULT_RUNTIME."""
-    if options:
-        type_url, value = wire.decode_any(options)
-        if type_url.rsplit("/", 1)[-1] == RUNC_OPTIONS:
-            return wire.get_string(wire.fields(value), 6) or DEFAULT_RUNTIME
-    return DEFAULT_RUNTIME
-
-
-def runtime_features(binary: str, timeout: float = FEATURES_TIMEOUT) -> bytes | None:
-    """The JSON printed by ``<binary> features``, or None if the runtime cannot tell."""
-    import json
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-    try:
-        done = subprocess.run([binary, "features"], stdin=subprocess.DEVNULL, capture_output=True,
-                              env=env, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    try:
-        if not isinstance(json.loads(done.stdout), dict):
-            return None
-    except ValueError:
-        return None
-    return done.stdout
-
-
-def runtime_info(options: bytes, features: bytes | None) -> bytes:
+def runtime_info(manager: Manager, options: bytes, features: bytes | None) -> bytes:
     """Serialized containerd.types.RuntimeInfo."""
-    version = wire.string_field(1, package_version()) + wire.string_field(2, package_revision())
-    out = wire.string_field(1, RUNTIME_NAME) + wire.message_field(2, version)
+    root = manager.source_root()
+    version = (wire.string_field(1, package_version(manager.distribution, root))
+               + wire.string_field(2, package_revision(root)))
+    out = wire.string_field(1, manager.name) + wire.message_field(2, version)
     if options:
         out += wire.message_field(3, options)
     if features is not None:
@@ -161,8 +136,8 @@ def runtime_info(options: bytes, features: bytes | None) -> bytes:
     return out
 
 
-def run(options: bytes) -> bytes:
-    """The ``-info`` action: ``options`` is stdin (a serialized Any or nothing); return RuntimeInfo bytes."""
+def run(manager: Manager, options: bytes) -> bytes:
+    """The ``-info`` command: ``options`` is stdin (a serialized Any or nothing); return RuntimeInfo bytes."""
     if options:
         wire.decode_any(options)  # validate before echoing it back
-    return runtime_info(options, runtime_features(runtime_binary(options)))
+    return runtime_info(manager, options, manager.features(options))

@@ -9,8 +9,8 @@ Rules:
   stay with start, which applies them to whatever pid it gets.
 - Any failure before the reply is answered as an error (start then spawns a fresh daemon) and we exit. The
   reply is the last step before serving: if it cannot be sent, the asking start has given up and may be
-  spawning a fresh daemon for the same socket, so we exit without serving (forkserver_client.py).
-- Then ``shim.daemon.run(flags, 3)``, with the collector enabled again (the server's objects stay frozen).
+  spawning a fresh daemon for the same socket, so we exit without serving (client.py).
+- Then ``shim.daemon.run(manager, flags, 3)``, with the collector enabled again (the server's objects stay frozen).
 - Nothing here returns: every path ends in os._exit, so none of the server's cleanup (its finally blocks,
   unlinking its socket) ever runs in a daemon.
 """
@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 
-from shim.linux import cgroup_join as forkserver_cgroups
+from shim.linux import cgroup_join
 from shim.forkserver import protocol as proto
 
 TRACE_ENV = "PYSHIM_FORKSERVER_TRACE"  # a file: the daemon appends every module it still has to import
@@ -86,13 +86,13 @@ def fresh_signals() -> None:
 
 
 def _peer_cgroups(peer: int) -> None:
-    """Join the peer's cgroup in every hierarchy where ours differs (forkserver_cgroups.py)."""
+    """Join the peer's cgroup in every hierarchy where ours differs (shim/linux/cgroup_join.py)."""
     with open(f"/proc/{peer}/cgroup", "rb") as f:
         wanted = f.read()
     with open("/proc/self/cgroup", "rb") as f:
         current = f.read()
     if wanted != current:
-        forkserver_cgroups.join(wanted.decode(), current.decode(), os.getpid())
+        cgroup_join.join_like(wanted.decode(), current.decode(), os.getpid())
 
 
 def _inherit(req: proto.Request, peer: int) -> None:
@@ -116,7 +116,7 @@ def _inherit(req: proto.Request, peer: int) -> None:
 
 
 def _trace_imports(path: str) -> None:
-    """Development aid for forkserver_preload.LAZY: log imports the preload missed."""
+    """Development aid for preload.LAZY: log imports the preload missed."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def hook(event: str, args: tuple) -> None:
@@ -137,7 +137,7 @@ def _reply(fd: int, data: bytes) -> bool:
         sock.close()
 
 
-def become_daemon(conn_fd: int, listen_fd: int, req: proto.Request, peer: int, area: ArgvArea) -> None:
+def become_daemon(manager, conn_fd: int, listen_fd: int, req: proto.Request, peer: int, area: ArgvArea) -> None:
     """Set up as ``start`` would have (see the module rules), reply, serve; ends in os._exit."""
     code = 1
     try:
@@ -159,7 +159,7 @@ def become_daemon(conn_fd: int, listen_fd: int, req: proto.Request, peer: int, a
         from shim.daemon import run
         from shim.flags import parse
 
-        code = run(parse(req.argv), listen_fd)
+        code = run(manager, parse(req.argv), listen_fd)
     finally:
         os._exit(code)
 

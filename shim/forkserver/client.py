@@ -1,7 +1,7 @@
 """``start``'s side of the fork server: ask it for a daemon, and bring it back when it is missing.
 
 Rules:
-- Standard library only, none of enum/re/json (critical path, see lean.py).
+- Standard library only, none of enum/re/json (critical path, see shim/stdlib_lite.py).
 - ``request_daemon`` either returns the pid of a daemon that serves the listening socket, or a reason and the
   guarantee that no daemon forked for this request will ever serve it, so the caller may spawn a fresh one.
   The guarantee rests on the reply coming from the forked daemon itself, which runs only if its reply was
@@ -14,7 +14,7 @@ Rules:
   in the last REVIVE_INTERVAL seconds and never came up (a server removes the stamp once it serves): a
   server that cannot start must not cost every start a process.
 - The padding argument reserves room in the server's argv area: a forked daemon rewrites that area so its
-  command line is exactly what a fresh daemon's would be (forkserver_child.py).
+  command line is exactly what a fresh daemon's would be (child.py).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def server_locked(location: Location) -> bool:
 
 
 def server_argv(location: Location) -> list[str]:
-    return [sys.executable, "-P", "-m", "shim.forkserver", location.directory, " " * TITLE_SPACE]
+    return [sys.executable, "-P", "-m", "shim.forkserver", location.directory, location.manager,
+            " " * TITLE_SPACE]
 
 
 def revive(location: Location, environ) -> int:
@@ -107,7 +108,8 @@ def revive(location: Location, environ) -> int:
         return 0
     os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     os.utime(stamp)
-    env = {"PATH": environ.get("PATH") or os.defpath, "PYTHONPATH": package_root()}
+    path = [package_root(), *([environ["PYTHONPATH"]] if environ.get("PYTHONPATH") else [])]
+    env = {"PATH": environ.get("PATH") or os.defpath, "PYTHONPATH": os.pathsep.join(path)}
     return os.posix_spawn(
         sys.executable, server_argv(location), env,
         file_actions=[

@@ -1,10 +1,10 @@
 """What ``start`` and the fork server agree on: where the server lives, and the request and reply bytes.
 
 Rules:
-- Standard library only (``start`` imports this on the critical path), none of enum/re/json (see lean.py).
-- One fork server per installed copy of the code: its files are named after ``key()``, a hash of the
-  interpreter and the directory the ``shim`` package was imported from, so a server only ever forks daemons
-  of the code the asking ``start`` runs. The directory is ``$PYSHIM_FORKSERVER_DIR``, else /run/pyshim
+- Standard library only (``start`` imports this on the critical path), none of enum/re/json (see stdlib_lite.py).
+- One fork server per installed copy of the code and manager: its files are named after ``key()``, a hash of
+  the interpreter, the directory the ``shim`` package was imported from and the manager's "module:attribute"
+  (shim/manager.py), so a server only ever forks daemons of the code and shim the asking ``start`` runs. The directory is ``$PYSHIM_FORKSERVER_DIR``, else /run/pyshim
   (root-only, 0700; /run is a tmpfs, so nothing survives a reboot).
 - ``$PYSHIM_FORKSERVER`` = 0/off/false/no turns the fork server off (every start spawns a fresh daemon).
 - The control socket is SOCK_SEQPACKET: one request message (with the listening socket as SCM_RIGHTS) and one
@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ttrpc import wire
 from shim.record import Record
+from ttrpc import wire
 
 try:  # as in address.py: the builtin module avoids loading OpenSSL
     from _sha256 import sha256
@@ -47,8 +47,8 @@ def package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def key(executable: str | None = None, root: str | None = None) -> str:
-    text = f"{executable or sys.executable}\0{root or package_root()}"
+def key(executable: str | None = None, root: str | None = None, manager: str = "") -> str:
+    text = f"{executable or sys.executable}\0{root or package_root()}\0{manager}"
     return sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
@@ -57,10 +57,11 @@ class Location(Record):
 
     directory: str
     key: str
+    manager: str = ""  # "module:attribute" of the Manager the server's daemons run (shim/manager.py)
 
     @classmethod
-    def of(cls, environ) -> Location:
-        return cls(environ.get(DIR_ENV) or DEFAULT_DIR, key())
+    def of(cls, environ, manager: str) -> Location:
+        return cls(environ.get(DIR_ENV) or DEFAULT_DIR, key(manager=manager), manager)
 
     def path(self, suffix: str) -> str:
         return os.path.join(self.directory, f"fs-{self.key}.{suffix}")

@@ -1,20 +1,20 @@
 """The fork server: a long-lived, pre-imported parent that keeps zygotes ready to become shim daemons.
 
-Run as ``python -P -m shim.forkserver DIR [padding]`` (forkserver_client.revive does that). Rules:
-- One server per installed copy of the code and directory (forkserver_proto.Location). It holds an exclusive
+Run as ``python -P -m shim.forkserver DIR MODULE:MANAGER [padding]`` (client.revive does that). Rules:
+- One server per installed copy of the code and directory (protocol.py ``Location``). It holds an exclusive
   flock on ``fs-<key>.lock`` for its whole life; a second server that cannot take it exits at once. Under the
   lock it (re)binds ``fs-<key>.sock`` (SOCK_SEQPACKET, 0600, in a 0700 directory), writes ``fs-<key>.pid``
   and removes the ``revive`` stamp (it came up).
 - Before serving it imports every module of shim/ttrpc/runtime/protos and what a daemon imports lazily
-  (forkserver_preload.py) with the collector off, runs a trial trio run building a daemon's parts (a finished
+  (preload.py) with the collector off, runs a trial trio run building a daemon's parts (a finished
   run leaves no loop and no thread), then ``gc.freeze()``: daemons share those pages and their collector
   skips them (no collection before the freeze: ~0.5 MiB less copied per daemon; the trial run ~0.2 MiB per
   daemon and ~0.6 MiB per zygote less, measured with bench-style USS sums).
-- It never accepts a request itself: POOL zygotes (forkserver_zygote.py) wait on its listening socket, and
+- It never accepts a request itself: POOL zygotes (zygote.py) wait on its listening socket, and
   one of them checks a request and becomes the daemon. The server only keeps the pool full: a zygote's
   channel reaching EOF means it was taken (or died), and another is forked at once. Single-threaded, no
   trio run, nothing but poll in the loop, so forking is safe.
-- Code changes restart it (forkserver_preload.Watch): zygotes check our packages' files and the sys.path
+- Code changes restart it (preload.Watch): zygotes check our packages' files and the sys.path
   directories per request and report a change; the server checks every loaded module file and the
   interpreter on a CHECK_INTERVAL timer. A restart unlinks the socket, drops the lock, closes the channels
   (idle zygotes exit) and re-executes the server. It exits when its socket file is removed or replaced, when
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import importlib
 import os
 import select
 import signal
@@ -37,7 +38,7 @@ import sys
 import threading
 import time
 
-from shim.forkserver import child as forkserver_child
+from shim.forkserver import child
 from shim.forkserver import preload
 from shim.forkserver import protocol as proto
 from shim.forkserver import zygote
@@ -215,11 +216,17 @@ def open_log(location: proto.Location) -> int:
     return os.open(path, flags, 0o600)
 
 
+def load_manager(ref: str):
+    """The Manager named by "module:attribute" (shim/manager.py)."""
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def main(argv: list[str]) -> int:
-    if not argv:
-        print("usage: python -P -m shim.forkserver DIR", file=sys.stderr)
+    if len(argv) < 2 or ":" not in argv[1]:
+        print("usage: python -P -m shim.forkserver DIR MODULE:MANAGER [padding]", file=sys.stderr)
         return 2
-    location = proto.Location(argv[0], proto.key())
+    location = proto.Location(argv[0], proto.key(manager=argv[1]), argv[1])
     os.makedirs(location.directory, mode=0o700, exist_ok=True)
     gc.disable()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -229,12 +236,14 @@ def main(argv: list[str]) -> int:
         return 0  # another server is running or starting
     try:
         started = time.monotonic()
-        failed = preload.preload()
-        area = forkserver_child.ArgvArea.of_self()
-        server.gate = zygote.Gate(preload.Watch(preload.roots()), area)
+        manager = load_manager(location.manager)
+        packages = preload.packages(manager)
+        failed = preload.preload(manager, packages)
+        area = child.ArgvArea.of_self()
+        server.gate = zygote.Gate(manager, preload.Watch(preload.roots(packages)), area)
         area.write([SERVER_NAME, location.directory])
         server.bind()
-        zygote.warm()  # lazily made objects of a first trio run and build are then made once, and shared
+        zygote.warm(manager)  # lazily made objects of a first trio run and build are then made once, and shared
         if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
             raise RuntimeError("the warm-up left threads behind; a process with threads must not fork")
         gc.freeze()  # no collect first: the holes it leaves would be filled, and so copied, by every daemon
@@ -248,5 +257,3 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

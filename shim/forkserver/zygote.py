@@ -17,7 +17,7 @@ Rules:
   "code changed" is also reported to the server on the channel (it restarts) and ends the zygote.
 - An accepted request: the zygote tells the server its pid and the container (for the server's log), closes
   the listener and the channel (the server sees EOF and forks the next zygote) and becomes the daemon
-  (forkserver_child.become_daemon, which replies to ``start``).
+  (child.become_daemon, which replies to ``start``).
 - Nothing here returns: every path ends in os._exit, so none of the server's cleanup ever runs here.
 """
 
@@ -32,7 +32,7 @@ import sys
 
 import trio
 
-from shim.forkserver import child as forkserver_child
+from shim.forkserver import child
 from shim.forkserver import protocol as proto
 from shim.flags import FlagError, HelpRequested, parse
 
@@ -51,7 +51,8 @@ def namespaces(pid: str) -> tuple[int, ...]:
 class Gate:
     """What a request is checked against: the server's code, namespaces and argv area."""
 
-    def __init__(self, watch, area: forkserver_child.ArgvArea) -> None:
+    def __init__(self, manager, watch, area: child.ArgvArea) -> None:
+        self.manager = manager  # the shim's Manager (shim/manager.py): what the daemons serve
         self.watch = watch
         self.area = area
         self.namespaces = namespaces("self")
@@ -73,19 +74,19 @@ class Gate:
             return CODE_CHANGED, None
         if namespaces(str(peer)) != self.namespaces:
             return "the peer is in other namespaces than the fork server", None
-        if not self.area.fits(forkserver_child.title(req)):
+        if not self.area.fits(child.title(req)):
             return "command line too long for the fork server's argv area", None
         return "", req
 
 
-def warm() -> None:
+def warm(manager) -> None:
     """A trial trio run that builds a daemon's parts, while nobody waits: the first run in a fresh process
-    costs ~3 ms more CPU than later ones (first calls, copy-on-write faults), paid here instead of by start."""
+    costs more CPU than later ones (first calls, copy-on-write faults; bench/README.md), paid here instead."""
+    from shim.daemon import build
     from shim.flags import ShimFlags
-    from shim.runc.wiring import build
 
     async def trial() -> None:
-        build(ShimFlags(namespace="warm-up", id="warm-up"))
+        build(manager, ShimFlags(namespace="warm-up", id="warm-up"))
 
     try:
         trio.run(trial)
@@ -111,7 +112,7 @@ def run(listen_fd: int, channel_fd: int, gate: Gate, title: list[str]) -> None:
     code = 0
     try:
         os.setsid()
-        forkserver_child.fresh_signals()
+        child.fresh_signals()
         low, high = sorted((listen_fd, channel_fd))
         os.closerange(0, low)
         os.closerange(low + 1, high)
@@ -121,7 +122,7 @@ def run(listen_fd: int, channel_fd: int, gate: Gate, title: list[str]) -> None:
             if fd != null:
                 os.dup2(null, fd)
         gate.area.write(title)
-        forkserver_child.set_comm(title[0])
+        child.set_comm(title[0])
         listener = socket.socket(fileno=listen_fd)
         listener.setblocking(False)  # several zygotes may wake for one connection
         channel = socket.socket(fileno=channel_fd)
@@ -129,7 +130,7 @@ def run(listen_fd: int, channel_fd: int, gate: Gate, title: list[str]) -> None:
         poller.register(listen_fd, select.POLLIN)
         poller.register(channel_fd, select.POLLIN)
         if not poller.poll(0):  # in a burst a start is already waiting: serve it rather than warm up
-            warm()
+            warm(gate.manager)
         while True:
             events = dict(poller.poll())
             if channel_fd in events:
@@ -141,7 +142,7 @@ def run(listen_fd: int, channel_fd: int, gate: Gate, title: list[str]) -> None:
             taken = _serve(conn, listener, channel, gate)
             if taken is not None:
                 code = 1
-                forkserver_child.become_daemon(*taken)
+                child.become_daemon(*taken)
     finally:
         os._exit(code)
 
@@ -173,7 +174,7 @@ def _serve(conn: socket.socket, listener: socket.socket, channel: socket.socket,
         channel.close()  # the server forks the next zygote
         conn_fd, listen_fd = conn.detach(), fds[0]
         fds = []
-        return conn_fd, listen_fd, req, peer, gate.area
+        return gate.manager, conn_fd, listen_fd, req, peer, gate.area
     except OSError:
         return None
     finally:

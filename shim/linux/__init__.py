@@ -1,0 +1,1 @@
+"""Linux system helpers of the library: mounts, mountinfo, cgroup membership, the C library handle."""

@@ -34,7 +34,8 @@ import stat
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 
-from shim.linux.unmount import MountError, mount_error, mounts_under, syscalls, unmount_all, unmount_point
+from shim.linux.libc import errno_now, libc
+from shim.linux.unmount import MountError, mount_error, mounts_under, unmount_all, unmount_point
 
 __all__ = ["Mount", "MountError", "MountOptions", "mount_all", "mount_one", "mounts_under", "parse_options",
            "unmount_all"]
@@ -80,6 +81,8 @@ PROPAGATION_WORDS: dict[str, int] = {
 
 @dataclass(frozen=True)
 class Mount:
+    """A containerd.types.Mount: what Create asks to mount (``target`` relative to the rootfs, "" = the rootfs)."""
+
     type: str
     source: str
     target: str = ""
@@ -124,10 +127,10 @@ def _b(value: str) -> bytes | None:  # "" is passed as NULL
 
 def _sys_mount(source: str, target: str, fstype: str, flags: int, data: str) -> int:
     """mount(2); returns 0 or the errno."""
-    libc, get_errno = syscalls()
-    if libc.mount(_b(source), os.fsencode(target), _b(fstype), flags, _b(data)) != 0:
-        return get_errno()
+    if libc().mount(_b(source), os.fsencode(target), _b(fstype), flags, _b(data)) != 0:
+        return errno_now()
     return 0
+
 
 def _unsupported(m: Mount) -> str | None:
     if m.type.startswith(("fuse.", "fuse3.")):

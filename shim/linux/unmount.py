@@ -1,4 +1,4 @@
-"""Unmount everything at or under a directory, with umount2(2) through ctypes; the mountinfo reader.
+"""Unmount everything at or under a directory, with umount2(2) through ctypes.
 
 Split from mount.py so that ``delete`` (critical path) loads neither dataclasses nor the mounting code.
 mount.py re-exports ``unmount_all``, ``mounts_under`` and ``MountError``.
@@ -20,6 +20,9 @@ import errno
 import os
 import time
 
+from shim.linux import mountinfo
+from shim.linux.libc import errno_now, libc
+
 MNT_DETACH = 0x2
 _EBUSY_RETRIES = 5
 _EBUSY_DELAY = 0.02
@@ -34,60 +37,17 @@ def mount_error(err: int, what: str) -> MountError:
     return MountError(err, f"{what}: {os.strerror(err)}")
 
 
-_libc = None
-
-
-def syscalls():
-    """(libc with mount/umount2 prototypes, ctypes.get_errno), loaded once."""
-    global _libc
-    if _libc is None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-        libc.mount.restype = ctypes.c_int
-        libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-        libc.umount2.restype = ctypes.c_int
-        _libc = (libc, ctypes.get_errno)
-    return _libc
-
-
 def _sys_umount(target: str, flags: int) -> int:
     """umount2(2); returns 0 or the errno."""
-    libc, get_errno = syscalls()
-    if libc.umount2(os.fsencode(target), flags) != 0:
-        return get_errno()
+    if libc().umount2(os.fsencode(target), flags) != 0:
+        return errno_now()
     return 0
-
-
-def unescape(raw: bytes) -> str:
-    r"""Decode a mountinfo path field (octal escapes like \040 for space)."""
-    if b"\\" not in raw:
-        return os.fsdecode(raw)
-    out = bytearray()
-    i = 0
-    while i < len(raw):
-        code = raw[i + 1:i + 4]
-        if raw[i] == 0x5C and len(code) == 3 and code.isdigit():
-            out.append(int(code, 8) & 0xFF)
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return os.fsdecode(bytes(out))
-
-
-def mount_points() -> list[str]:
-    """Every mount point of this process's mount namespace, in mountinfo order."""
-    with open("/proc/self/mountinfo", "rb") as f:
-        lines = f.read().splitlines()
-    return [unescape(line.split(b" ", 5)[4]) for line in lines if line]
 
 
 def mounts_under(target: str) -> list[str]:
     """Mount points equal to ``target`` or below it (``target`` must be canonical)."""
     prefix = target.rstrip("/") + "/"
-    return [p for p in mount_points() if p == target or p.startswith(prefix)]
+    return [m.point for m in mountinfo.read() if m.point == target or m.point.startswith(prefix)]
 
 
 def unmount_point(point: str) -> bool:

@@ -1,6 +1,6 @@
 """Runtime options from containerd (CreateTaskRequest.options) as one frozen dataclass.
 
-Rules (shim-v2.md §10): accept no options, `containerd.runc.v1.Options` (ctr --runc-* flags, CRI
+Rules (containerd's ``runtime/v2/runc/options`` and ``pkg/runtimeoptions`` at v1.6.20): accept no options, `containerd.runc.v1.Options` (ctr --runc-* flags, CRI
 runc-style options, and 2.x task options), `runtimeoptions.v1.Options` (config_path / config_body),
 and tolerate the legacy `containerd.linux.runc.CreateOptions` that 1.6/1.7 clients send for non-runc
 runtimes. Any other type URL is an InvalidArgument. Type URLs may carry a `type.googleapis.com/`-style
@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from shim.errors import InvalidArgument
+from shim.runc.typeurls import LEGACY_CREATE_OPTIONS, RUNC_OPTIONS, RUNTIME_OPTIONS, type_name
 
-RUNC_OPTIONS = "containerd.runc.v1.Options"
-RUNTIME_OPTIONS = "runtimeoptions.v1.Options"
-LEGACY_CREATE_OPTIONS = "containerd.linux.runc.CreateOptions"
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class RuntimeOptions:
 
 
 def parse(type_url: str, value: bytes) -> RuntimeOptions:
-    name = type_url.rsplit("/", 1)[-1]
+    name = type_name(type_url)
     try:
         if not name:
             return RuntimeOptions()

@@ -1,10 +1,9 @@
-"""The task service on the wire: protobuf requests to domain calls and domain results to protobuf.
+"""pyshim's task service on the wire: protobuf requests to domain calls and domain results to protobuf.
 
 Rules:
 - No logic here: every method unpacks its request, calls `Tasks` (shim/runc/task/tasks.py) and packs the
   answer. Errors propagate as shim.errors; the ttrpc dispatcher maps them to codes.
-- The same handlers are registered as `containerd.task.v2.Task` and `containerd.task.v3.Task`: their
-  messages are byte-identical (only the proto package differs), so the v2 classes decode both.
+- Registered as Task v2 and v3 by the library's base class (shim/service.py).
 - "Not exited" is sent as Go's zero time (seconds -62135596800), exactly as the Go shim does: containerd
   2.x turns an absent Timestamp into the Unix epoch, not into the zero time.
 - Stats answers the container's cgroup metrics in the Any containerd expects (shim/runc/task/stats.py).
@@ -22,18 +21,25 @@ from google.protobuf.message import DecodeError
 
 from protos import runc_options_pb2, task_types_pb2
 from protos import task_v2_pb2 as pb
-from shim.runc import options
 from shim.errors import InvalidArgument
+from shim.linux.mount import Mount
+from shim.runc import options
 from shim.runc.task.checkpoint import CheckpointRequest
 from shim.runc.task.process import Process, Stdio
 from shim.runc.task.states import Op, State
 from shim.runc.task.stats import StatsCollector
-from shim.runc.task.tasks import CreateRequest, MountSpec, Tasks
-from ttrpc.server import Method
+from shim.runc.task.tasks import CreateRequest, Tasks
+from shim.runc.typeurls import CHECKPOINT_OPTIONS, PROCESS_DETAILS, type_name
+from shim.service import TaskService
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from shim.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
 GO_ZERO_TIME = -62135596800  # time.Time{} as a protobuf Timestamp
 _EMPTY = empty_pb2.Empty()
 
@@ -55,38 +61,38 @@ def _set_time(ts, when: float | None) -> None:
         ts.FromNanoseconds(int(when * 1e9))
 
 
-class TaskService:
-    def __init__(self, tasks: Tasks, shutdown: trio.Event) -> None:
+class RuncTaskService(TaskService):
+    """All 17 Task methods over `Tasks`."""
+
+    def __init__(self, tasks: Tasks, shutdown: Callable[[], None]) -> None:
         self.tasks = tasks
         self._stats = StatsCollector()
-        self._shutdown = shutdown
+        self._shutdown = shutdown  # Daemon.shutdown
 
-    def methods(self) -> dict[str, Method]:
-        m = {
-            "State": (pb.StateRequest, self.state),
-            "Create": (pb.CreateTaskRequest, self.create),
-            "Start": (pb.StartRequest, self.start),
-            "Delete": (pb.DeleteRequest, self.delete),
-            "Pids": (pb.PidsRequest, self.pids),
-            "Pause": (pb.PauseRequest, self.pause),
-            "Resume": (pb.ResumeRequest, self.resume),
-            "Checkpoint": (pb.CheckpointTaskRequest, self.checkpoint),
-            "Kill": (pb.KillRequest, self.kill),
-            "Exec": (pb.ExecProcessRequest, self.exec),
-            "ResizePty": (pb.ResizePtyRequest, self.resize_pty),
-            "CloseIO": (pb.CloseIORequest, self.close_io),
-            "Update": (pb.UpdateTaskRequest, self.update),
-            "Wait": (pb.WaitRequest, self.wait),
-            "Stats": (pb.StatsRequest, self.stats),
-            "Connect": (pb.ConnectRequest, self.connect),
-            "Shutdown": (pb.ShutdownRequest, self.shutdown),
-        }
-        return {name: Method(req, handler) for name, (req, handler) in m.items()}
+    @classmethod
+    def for_daemon(cls, daemon: Daemon) -> RuncTaskService:
+        """The service of a new daemon: a task table whose backends and stdio are made per Create."""
+        from shim.io import ProcessIO
+        from shim.runc.backend_factory import cleanup_info, make_backend
 
-    def register(self, server) -> None:
-        methods = self.methods()
-        for service in SERVICES:
-            server.register(service, methods)
+        launcher, namespace = daemon.launcher, daemon.namespace
+
+        def backend_factory(opts: options.RuntimeOptions | None, bundle: str):
+            backend = make_backend(opts or options.RuntimeOptions(), bundle, launcher, namespace)
+            return backend, cleanup_info(backend, bundle)
+
+        async def io_factory(stdio, proc, container):
+            opts = container.options or options.RuntimeOptions()
+            return await ProcessIO.prepare(stdio, container_id=container.id, namespace=namespace,
+                                           io_uid=opts.io_uid, io_gid=opts.io_gid, spawner=launcher)
+
+        tasks = Tasks(namespace=namespace, reaper=daemon.reaper, events=daemon.events,
+                      backend_factory=backend_factory, io_factory=io_factory)
+        return cls(tasks, daemon.shutdown)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The task table's exit loop and the containers' nurseries."""
+        await self.tasks.run(task_status=task_status)
 
     # -- handlers ---------------------------------------------------------------------------
     async def state(self, ctx, r: pb.StateRequest) -> pb.StateResponse:
@@ -106,7 +112,7 @@ class TaskService:
     async def create(self, ctx, r: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
         req = CreateRequest(
             id=r.id, bundle=r.bundle,
-            rootfs=tuple(MountSpec(m.type, m.source, m.target, tuple(m.options)) for m in r.rootfs),
+            rootfs=tuple(Mount(m.type, m.source, m.target, tuple(m.options)) for m in r.rootfs),
             stdio=Stdio(r.stdin, r.stdout, r.stderr, r.terminal),
             checkpoint=r.checkpoint, parent_checkpoint=r.parent_checkpoint,
             options=options.parse(r.options.type_url, r.options.value) if r.HasField("options") else None,
@@ -125,7 +131,7 @@ class TaskService:
         for pid, exec_id in await self.tasks.pids(r.id):
             info = resp.processes.add(pid=pid)
             if exec_id:
-                info.info.type_url = "containerd.runc.v1.ProcessDetails"
+                info.info.type_url = PROCESS_DETAILS
                 info.info.value = runc_options_pb2.ProcessDetails(exec_id=exec_id).SerializeToString()
         return resp
 
@@ -181,18 +187,14 @@ class TaskService:
 
     async def shutdown(self, ctx, r: pb.ShutdownRequest) -> empty_pb2.Empty:
         if not self.tasks.containers:
-            self._shutdown.set()
+            self._shutdown()
         return _EMPTY
-
-
-CHECKPOINT_OPTIONS = "containerd.runc.v1.CheckpointOptions"
 
 
 def _checkpoint_request(r: pb.CheckpointTaskRequest) -> CheckpointRequest:
     if not r.HasField("options") or not r.options.type_url:
         return CheckpointRequest(path=r.path)
-    name = r.options.type_url.rsplit("/", 1)[-1]
-    if name != CHECKPOINT_OPTIONS:
+    if type_name(r.options.type_url) != CHECKPOINT_OPTIONS:
         raise InvalidArgument(f"unsupported checkpoint options type {r.options.type_url!r}: "
                               f"pyshim accepts {CHECKPOINT_OPTIONS} or none")
     try:

@@ -24,6 +24,7 @@ from google.protobuf import empty_pb2
 
 from protos import task_v2_pb2, ttrpc_pb2
 from shim.forkserver import client as forkserver_client
+from shim.runc.manager import MANAGER
 from shim.forkserver import protocol as proto
 
 from .harness import procs
@@ -105,7 +106,8 @@ class FsDir:
 def start_server(directory: Path, root: str, executable: str = sys.executable,
                  env: dict[str, str] | None = None) -> subprocess.Popen:
     """Our own child: a fork server for the code at ``root``."""
-    argv = [executable, "-P", "-m", "shim.forkserver", str(directory), " " * forkserver_client.TITLE_SPACE]
+    argv = [executable, "-P", "-m", "shim.forkserver", str(directory), MANAGER.forkserver,
+            " " * forkserver_client.TITLE_SPACE]
     env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": root, **(env or {})}
     return subprocess.Popen(argv, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ from shim.forkserver import server as forkserver
 from shim.forkserver import client
 from shim.forkserver import protocol as proto
 from shim.forkserver import zygote
+from shim.runc.manager import MANAGER
 from tests.prereq import unavailable
 
 from .forkserver_helpers import FsDir, connect, daemon_request, private_dir, shutdown, start_server, wait_for
@@ -60,7 +61,8 @@ def serve(fs, root: str = str(REPO)) -> tuple[FsDir, proto.Location, int]:
     d, children = fs
     children.append(start_server(d.directory, root))
     pid = d.wait_serving(zygotes=forkserver.POOL)  # a full pool: tests compare zygote sets
-    return d, proto.Location(str(d.directory), proto.key(sys.executable, root)), pid
+    ref = MANAGER.forkserver
+    return d, proto.Location(str(d.directory), proto.key(sys.executable, root, ref), ref), pid
 
 
 def bundle(tmp_path: Path, name: str) -> Path:
@@ -101,7 +103,8 @@ listener.listen(16)
 req = proto.Request(argv=("-namespace", "fs-test", "-id", "attrs", "-address", "/run/pyshim-test/none.sock"),
                     env=tuple(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in os.environ.items()),
                     cwd=os.fsencode(cwd), umask=0o027, program=(sys.executable, "-m", "shim"))
-pid, why = forkserver_client.request_daemon(proto.Location(directory, key), req, listener.fileno())
+location = proto.Location(directory, key, "shim.runc.manager:MANAGER")
+pid, why = forkserver_client.request_daemon(location, req, listener.fileno())
 print(json.dumps({{"pid": pid, "why": why, "cgroup": open("/proc/self/cgroup").read(), "me": os.getpid()}}))
 """
 
@@ -256,11 +259,11 @@ def test_a_start_without_a_server_falls_back_and_revives_it(fs, tmp_path: Path) 
 
 def fresh_cgroup() -> Path:
     """A new cgroup in the ``pids`` v1 hierarchy, or in the unified one on a cgroup2 host."""
-    from shim.linux import cgroup_join as forkserver_cgroups
+    from shim.linux.mountinfo import cgroup_mounts
 
-    table = forkserver_cgroups.mounts()
-    v1 = [m for m, _, fstype, opts in table if fstype == "cgroup" and "pids" in opts]
-    v2 = [m for m, _, fstype, _ in table if fstype == "cgroup2"]
+    table = cgroup_mounts()
+    v1 = [m.point for m in table if m.fstype == "cgroup" and "pids" in m.super_option_set()]
+    v2 = [m.point for m in table if m.fstype == "cgroup2"]
     if not v1 and not v2:
         unavailable("no pids or unified cgroup hierarchy mounted")
     d = Path((v1 or v2)[0]) / f"pyshim-fs-{os.getpid()}-{time.monotonic_ns()}"

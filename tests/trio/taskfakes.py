@@ -2,7 +2,7 @@
 
 Rules: the fakes record what the task layer asked for and answer like a well-behaved runtime would; they
 never decide anything the code under test should decide. `Harness` runs a real `Tasks` (with its exit loop in
-a nursery) and a real `TaskService` over a real `Reaper` whose exits the test delivers by hand (`exit`).
+a nursery) and a real `RuncTaskService` over a real `Reaper` whose exits the test delivers by hand (`exit`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import trio
 from runtime.base import Capability
 from runtime.errors import classify
 from shim.reaper import Exit, Reaper
-from shim.runc.service import TaskService
+from shim.runc.service import RuncTaskService
 from shim.runc.task.tasks import Tasks
 
 
@@ -132,7 +132,7 @@ class FakeEvents:
 @dataclass
 class Harness:
     tasks: Tasks
-    service: TaskService
+    service: RuncTaskService
     reaper: Reaper
     backend: FakeBackend
     events: FakeEvents
@@ -167,7 +167,7 @@ async def harness(tmp_path: Path, backend: FakeBackend | None = None):
 
     tasks = Tasks(namespace="ns", reaper=reaper, events=events,
                   backend_factory=lambda opts, bundle: (backend, {}), io_factory=io_factory)
-    h = Harness(tasks, TaskService(tasks, trio.Event()), reaper, backend, events, tmp_path, ios)
+    h = Harness(tasks, RuncTaskService(tasks, trio.Event().set), reaper, backend, events, tmp_path, ios)
     async with trio.open_nursery() as nursery:
         await nursery.start(tasks.run)
         with trio.fail_after(10):

@@ -1,7 +1,7 @@
 """``start``'s side of the fork server protocol against a stand-in zygote in trio: what the client sends, what
 it makes of each answer, and the guarantee behind the fallback (no daemon may serve after start gave up).
 
-The stand-in plays the zygote's part of the wire protocol (forkserver_zygote.py); the real server and zygotes
+The stand-in plays the zygote's part of the wire protocol (shim/forkserver/zygote.py); the real server and zygotes
 are exercised in tests/integration/test_forkserver.py.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ REQUEST = proto.Request(argv=("-namespace", "ns", "-id", "c1", "-address", "/a.s
 @pytest.fixture
 def location():
     with tempfile.TemporaryDirectory(prefix="pyfs") as d:  # short: sun_path
-        yield proto.Location(d, "k")
+        yield proto.Location(d, "k", "shim.runc.manager:MANAGER")
 
 
 async def stand_in(location: proto.Location, answer, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -141,7 +141,7 @@ def test_revive_respects_the_lock_and_the_stamp(location: proto.Location, monkey
     finally:
         os.close(fd)
     program, argv, env = spawned[0]
-    assert program == sys.executable and argv[:5] == [sys.executable, "-P", "-m", "shim.forkserver",
-                                                       location.directory]
-    assert len(argv[5]) == client.TITLE_SPACE
+    assert program == sys.executable and argv[:6] == [sys.executable, "-P", "-m", "shim.forkserver",
+                                                       location.directory, location.manager]
+    assert len(argv[6]) == client.TITLE_SPACE
     assert env == {"PATH": "/bin", "PYTHONPATH": proto.package_root()}

@@ -1,4 +1,5 @@
-"""Socket address computation (shim/address.py) against Go's filepath.Join + sha256, grouping, address file."""
+"""Socket address computation (shim/address.py) against Go's filepath.Join + sha256, pyshim's grouping
+(shim/runc/manager.py), and the bundle files (shim/bundle.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from shim import address as addr
+from shim import bundle
+from shim.runc.manager import grouping_id
 from shim.stdlib_lite import loads_json
 
 # Computed with Go 1.26 (path/filepath.Join, crypto/sha256), the algorithm of containerd's SocketAddress.
@@ -40,7 +43,7 @@ def test_socket_address_matches_go(address: str, namespace: str, group: str, dig
 
 def test_socket_address_matches_the_go_runc_shim(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-id": "pod-xyz"}}))
-    group = addr.grouping_id(addr.read_annotations(str(tmp_path)), "app1")
+    group = grouping_id(bundle.read_annotations(str(tmp_path)), "app1")
     assert addr.socket_address("/run/containerd/containerd.sock", "k8s.io", group) == RUNC_SHIM_VECTOR
 
 
@@ -81,30 +84,30 @@ def test_socket_path_refuses_abstract_and_other_schemes() -> None:
     ({"io.pyshim.group": 7}, "c1"),
 ])
 def test_grouping_id(annotations: dict[str, object], expected: str) -> None:
-    assert addr.grouping_id(annotations, "c1") == expected
+    assert grouping_id(annotations, "c1") == expected
 
 
 def test_read_annotations(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "annotations": {"a": "b"}}))
-    assert addr.read_annotations(str(tmp_path)) == {"a": "b"}
+    assert bundle.read_annotations(str(tmp_path)) == {"a": "b"}
     (tmp_path / "config.json").write_text(json.dumps({"ociVersion": "1.0.2"}))
-    assert addr.read_annotations(str(tmp_path)) == {}
+    assert bundle.read_annotations(str(tmp_path)) == {}
     (tmp_path / "config.json").write_text("[]")
     with pytest.raises(ValueError):
-        addr.read_annotations(str(tmp_path))
+        bundle.read_annotations(str(tmp_path))
     os.unlink(tmp_path / "config.json")
     with pytest.raises(FileNotFoundError):
-        addr.read_annotations(str(tmp_path))
+        bundle.read_annotations(str(tmp_path))
 
 
 def test_address_file_is_exact_and_atomic(tmp_path: Path) -> None:
     (tmp_path / ".address").write_text("leftover from a crashed start, longer than the address")
     address = "unix:///run/containerd/s/" + "a" * 64
-    addr.write_address(str(tmp_path), address)
+    bundle.write_address(str(tmp_path), address)
     assert (tmp_path / "address").read_bytes() == address.encode()
     assert not (tmp_path / ".address").exists()
-    assert addr.read_address(str(tmp_path)) == address
-    addr.write_address(str(tmp_path), "unix:///x")
+    assert bundle.read_address(str(tmp_path)) == address
+    bundle.write_address(str(tmp_path), "unix:///x")
     assert (tmp_path / "address").read_bytes() == b"unix:///x"
 
 

@@ -1,4 +1,4 @@
-"""pyshim's configuration (shim/runc/config.py) and how the daemon turns it into a backend (shim/wiring.make_backend):
+"""pyshim's configuration (shim/runc/config.py) and how the daemon turns it into a backend (shim/runc/backend_factory.py):
 precedence of the sources, the allowed_backends gate for the io.pyshim.backend annotation, and error messages
 that name the source, the key and the fix."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from runtime.oci_cli import OciCli
 from shim.runc import config
 from shim.runc.config import ConfigError
 from shim.runc.options import RuntimeOptions
-from shim.runc.wiring import make_backend
+from shim.runc.backend_factory import make_backend
 from ttrpc.status import Code
 
 
@@ -189,7 +189,7 @@ def test_merge_is_recursive_for_tables_only():
 
 def test_cleanup_info_names_the_state_delete_may_check(tmp_path):
     """`delete` skips the runtime when the state path is gone; runsc has no per-id directory, so it has none."""
-    from shim.runc.wiring import cleanup_info
+    from shim.runc.backend_factory import cleanup_info
 
     runc = cleanup_info(backend_for(tmp_path), "/b/ctr1")
     assert runc["state_path"] == "/run/containerd/runc/ns/ctr1" and runc["binary"] == "runc"

@@ -19,9 +19,11 @@ import pytest
 from tests.prereq import unavailable
 
 from shim.linux import cgroup_join as cg
+from shim.linux.mountinfo import MountInfo, cgroup_mounts
 from shim.forkserver import child
 from shim.forkserver import protocol as proto
 from shim.forkserver import zygote
+from shim.runc.manager import MANAGER
 from ttrpc import wire
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,17 +86,20 @@ def test_switch(value: str, on: bool) -> None:
     assert proto.enabled({}) is True
 
 
-def test_location_is_per_interpreter_and_package() -> None:
+def test_location_is_per_interpreter_package_and_manager() -> None:
     assert proto.key("/a/python", "/x") == proto.key("/a/python", "/x")
-    assert len({proto.key("/a/python", "/x"), proto.key("/b/python", "/x"), proto.key("/a/python", "/y")}) == 3
+    keys = {proto.key("/a/python", "/x"), proto.key("/b/python", "/x"), proto.key("/a/python", "/y"),
+            proto.key("/a/python", "/x", "other.shim:MANAGER")}
+    assert len(keys) == 4
     assert proto.package_root() == str(REPO)
-    loc = proto.Location.of({proto.DIR_ENV: "/tmp/fs"})
-    assert loc.path("sock") == f"/tmp/fs/fs-{proto.key()}.sock"
-    assert proto.Location.of({}).directory == proto.DEFAULT_DIR
+    loc = proto.Location.of({proto.DIR_ENV: "/tmp/fs"}, MANAGER.forkserver)
+    assert loc.path("sock") == f"/tmp/fs/fs-{proto.key(manager=MANAGER.forkserver)}.sock"
+    assert loc.manager == "shim.runc.manager:MANAGER"
+    assert proto.Location.of({}, MANAGER.forkserver).directory == proto.DEFAULT_DIR
 
 
 def test_start_side_modules_stay_lean() -> None:
-    """start imports the client: it must load nothing slow (lean.py) and nothing third-party."""
+    """start imports the client: it must load nothing slow (shim/stdlib_lite.py) and nothing third-party."""
     code = ("import sys; before = set(sys.modules); import shim.forkserver.client; "
             "slow = {'enum', 're', 'dataclasses', 'inspect', 'typing', 'json', 'socket', 'signal', 'subprocess', "
             "'collections'}; "
@@ -106,11 +111,15 @@ def test_start_side_modules_stay_lean() -> None:
 
 # -- cgroups --------------------------------------------------------------------------------------------
 
-HYBRID = [("/sys/fs/cgroup/cpu", "/", "cgroup", frozenset({"rw", "cpu"})),
-          ("/sys/fs/cgroup/cpu,cpuacct", "/", "cgroup", frozenset({"rw", "cpu", "cpuacct"})),
-          ("/sys/fs/cgroup/systemd", "/", "cgroup", frozenset({"rw", "name=systemd"})),
-          ("/sys/fs/cgroup/memory", "/docker/abc", "cgroup", frozenset({"rw", "memory"})),
-          ("/sys/fs/cgroup/unified", "/", "cgroup2", frozenset({"rw"}))]
+def _cg(point: str, root: str, fstype: str, options: str) -> MountInfo:
+    return MountInfo(1, 0, root, point, "rw", fstype, "cgroup", options)
+
+
+HYBRID = [_cg("/sys/fs/cgroup/cpu", "/", "cgroup", "rw,cpu"),
+          _cg("/sys/fs/cgroup/cpu,cpuacct", "/", "cgroup", "rw,cpu,cpuacct"),
+          _cg("/sys/fs/cgroup/systemd", "/", "cgroup", "rw,name=systemd"),
+          _cg("/sys/fs/cgroup/memory", "/docker/abc", "cgroup", "rw,memory"),
+          _cg("/sys/fs/cgroup/unified", "/", "cgroup2", "rw")]
 
 
 @pytest.mark.parametrize("controllers, path, expected", [
@@ -133,14 +142,14 @@ def test_hierarchy_dir_refuses_what_is_not_mounted_here(controllers: str, path: 
 
 def test_join_writes_nothing_when_nothing_differs(tmp_path: Path) -> None:
     text = "12:pids:/a\n1:name=systemd:/b\n0::/c\n"
-    assert cg.parse(text) == {"12": ("pids", "/a"), "1": ("name=systemd", "/b"), "0": ("", "/c")}
-    assert cg.join(text, text, os.getpid()) == []
+    assert cg.parse_proc_cgroup(text) == {"12": ("pids", "/a"), "1": ("name=systemd", "/b"), "0": ("", "/c")}
+    assert cg.join_like(text, text, os.getpid()) == []
 
 
 def test_mountinfo_lists_this_hosts_cgroup_mounts() -> None:
-    table = cg.mounts()
+    table = cgroup_mounts()
     with open("/proc/self/cgroup") as f:
-        mine = cg.parse(f.read())
+        mine = cg.parse_proc_cgroup(f.read())
     for controllers, path in mine.values():  # every hierarchy we are in is found, and we are in it
         directory = cg.hierarchy_dir(controllers, path, table)
         with open(os.path.join(directory, "cgroup.procs")) as f:
@@ -194,7 +203,7 @@ def a_socket():
 
 
 def gate(changed: bool = False, size: int = 4096) -> zygote.Gate:
-    return zygote.Gate(FakeWatch(changed), child.ArgvArea(0, size))
+    return zygote.Gate(MANAGER, FakeWatch(changed), child.ArgvArea(0, size))
 
 
 def test_gate_accepts_a_daemon_request(a_socket: int) -> None:
@@ -244,14 +253,23 @@ def test_gate_refusals(a_socket: int, tmp_path: Path, kwargs: dict, match: str) 
 
 # -- preload and the code watch -------------------------------------------------------------------------
 
-def test_preload_covers_every_module_of_ours_but_the_server() -> None:
+def test_preload_covers_the_library_and_the_managers_packages() -> None:
     from shim.forkserver import preload
 
-    names = preload.modules()
-    for expected in ("shim.daemon", "shim.runc.wiring", "shim.runc.task.tasks", "shim.io.process_io", "ttrpc.server",
-                     "runtime.registry", "protos.task_v2_pb2", "shim.forkserver.zygote"):
+    names = preload.modules(preload.packages(MANAGER))
+    for expected in ("shim.daemon", "shim.runc.backend_factory", "shim.runc.task.tasks", "shim.io.process_io",
+                     "ttrpc.server", "runtime.registry", "protos.task_v2_pb2", "shim.forkserver.zygote"):
         assert expected in names
     assert "shim.forkserver.__main__" not in names and "shim.__main__" not in names
+
+
+def test_preload_leaves_out_shim_runc_for_other_managers() -> None:
+    from shim.forkserver import preload
+    from shim.manager import Manager
+
+    names = preload.modules(preload.packages(Manager()))
+    assert "shim.daemon" in names and "ttrpc.server" in names
+    assert not [n for n in names if n.startswith(("shim.runc", "runtime"))]
 
 
 def test_watch_sees_a_changed_or_vanished_module_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from tests.prereq import unavailable
 
 from shim.linux import mount as m
 from shim.linux.mount import Mount, MountError, mount_all, mounts_under, unmount_all
-from shim.linux.unmount import unescape
+from shim.linux.mountinfo import unescape
 
 
 @pytest.fixture

@@ -28,10 +28,12 @@ from google.protobuf import any_pb2
 
 from protos import bootstrap_pb2, introspection_pb2, runc_options_pb2, task_v2_pb2
 from shim import address as addr
-from shim.commands import start
+from shim.commands import bootstrap, start
+from shim.runc.manager import MANAGER, shim_cgroup
 from ttrpc import wire
 from shim.flags import ShimFlags
 from shim.linux.mount import Mount, mount_all, mounts_under, unmount_all
+from shim.linux.mountinfo import cgroup_mounts
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_DAEMON = r"""
@@ -81,7 +83,8 @@ def runc_options_any(**fields: object) -> bytes:
 # -- imports --------------------------------------------------------------------------------------------
 
 def test_critical_path_imports_only_the_standard_library() -> None:
-    code = ("import shim.commands.main, shim.commands.start, shim.commands.delete, shim.commands.info, shim.linux.mount, shim.linux.unmount; import sys; "
+    code = ("import shim.runc.main, shim.commands.start, shim.commands.delete, shim.commands.info, shim.runc.cleanup, "
+            "shim.runc.features, shim.linux.mount, shim.linux.unmount; import sys; "
             "assert not any(m.startswith(('trio', 'google', 'protos')) for m in sys.modules), "
             "sorted(m for m in sys.modules if m.startswith(('trio', 'google', 'protos')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=30, check=False)
@@ -89,8 +92,9 @@ def test_critical_path_imports_only_the_standard_library() -> None:
 
 
 def test_start_and_delete_avoid_slow_stdlib_modules() -> None:
-    """The ~10 ms of enum/re/inspect imports stay off start and delete (record.py, lean.py)."""
-    code = ("import sys; before = set(sys.modules); import shim.commands.main, shim.commands.start, shim.commands.delete, shim.commands.info; "
+    """The slow stdlib imports (enum/re/inspect/...) stay off start and delete (record.py, stdlib_lite.py)."""
+    code = ("import sys; before = set(sys.modules); import shim.runc.main, shim.commands.start, shim.commands.delete, "
+            "shim.commands.info, shim.runc.cleanup, shim.runc.features; "
             "slow = {'enum', 're', 'dataclasses', 'inspect', 'typing', 'json', 'socket', 'signal', 'subprocess', "
             "'collections'}; "
             "loaded = (set(sys.modules) - before) & slow; assert not loaded, sorted(loaded)")
@@ -108,7 +112,7 @@ def test_actions_load_no_third_party_module(tmp_path: Path, args: list[str]) -> 
     assert traced.returncode == 0, traced.stderr
     modules = [line.rsplit("|", 1)[-1].strip() for line in traced.stderr.decode().splitlines()
                if line.startswith("import time:")]
-    assert "shim.commands.main" in modules
+    assert "shim.commands.run" in modules and "shim.runc.manager" in modules
     assert not [m for m in modules if m.startswith(("trio", "google", "protos"))]
 
 
@@ -116,14 +120,14 @@ def test_actions_load_no_third_party_module(tmp_path: Path, args: list[str]) -> 
 
 def test_bind_creates_a_private_listening_socket(tmp_path: Path) -> None:
     path = str(tmp_path / "s" / "abc")
-    sock = start.bind_or_reuse(path)
+    sock = addr.bind_or_reuse(path)
     assert sock is not None
     try:
         assert os.stat(tmp_path / "s").st_mode & 0o777 == 0o700
         assert os.stat(path).st_mode & 0o777 == 0o600
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
-        assert start.is_alive(path)
-        assert start.bind_or_reuse(path) is None  # live: reuse
+        assert addr.is_alive(path)
+        assert addr.bind_or_reuse(path) is None  # live: reuse
     finally:
         sock.close()
 
@@ -133,8 +137,8 @@ def test_stale_socket_is_replaced(tmp_path: Path) -> None:
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(path)
     dead.close()  # the file stays, nobody listens
-    assert not start.is_alive(path)
-    sock = start.bind_or_reuse(path)
+    assert not addr.is_alive(path)
+    sock = addr.bind_or_reuse(path)
     assert sock is not None
     sock.close()
 
@@ -154,8 +158,8 @@ def test_full_backlog_counts_as_alive(tmp_path: Path) -> None:
                 c.connect(path)
             except BlockingIOError:
                 break
-        assert start.is_alive(path)
-        assert start.bind_or_reuse(path) is None
+        assert addr.is_alive(path)
+        assert addr.bind_or_reuse(path) is None
     finally:
         for c in clients:
             c.close()
@@ -169,7 +173,7 @@ def test_concurrent_starts_settle_on_one_socket(tmp_path: Path) -> None:
 
     def race() -> None:
         barrier.wait()
-        results.append(start.bind_or_reuse(path))
+        results.append(addr.bind_or_reuse(path))
 
     threads = [threading.Thread(target=race) for _ in range(8)]
     for t in threads:
@@ -200,8 +204,8 @@ def fake_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     spawned: list[int] = []
     real_spawn = start.spawn_daemon
 
-    def recording_spawn(flags: ShimFlags, listen_sock: socket.socket) -> int:
-        spawned.append(real_spawn(flags, listen_sock))
+    def recording_spawn(manager, flags: ShimFlags, listen_sock: socket.socket) -> int:
+        spawned.append(real_spawn(manager, flags, listen_sock))
         return spawned[-1]
 
     monkeypatch.setattr(start, "spawn_daemon", recording_spawn)
@@ -228,7 +232,7 @@ def test_start_spawns_the_daemon_and_reuses_it_for_the_group(
     first = make_bundle(tmp_path / "pod1", group)
     flags = ShimFlags(namespace="k8s.io", id="pod1", address="/run/ctrd.sock", debug=True, action="start")
     monkeypatch.chdir(first)
-    address = start.start(flags, b"", socket_dir=socket_dir)
+    address = start.start(MANAGER, flags, (), socket_dir=socket_dir)
     assert address == addr.socket_address("/run/ctrd.sock", "k8s.io", "pod1", socket_dir)
     assert (first / "address").read_bytes() == address.encode()
     report = wait_for(first / "daemon-report.json")
@@ -242,7 +246,7 @@ def test_start_spawns_the_daemon_and_reuses_it_for_the_group(
 
     second = make_bundle(tmp_path / "app1", group)
     monkeypatch.chdir(second)
-    assert start.start(ShimFlags(namespace="k8s.io", id="app1", address="/run/ctrd.sock"), b"",
+    assert start.start(MANAGER, ShimFlags(namespace="k8s.io", id="app1", address="/run/ctrd.sock"), (),
                        socket_dir=socket_dir) == address
     assert (second / "address").read_bytes() == address.encode()
     assert len(fake_daemon) == 1  # no second daemon
@@ -254,7 +258,7 @@ def test_start_spawns_the_daemon_and_reuses_it_for_the_group(
 
 def test_start_moves_the_daemon_into_shim_cgroup(
         tmp_path: Path, socket_dir: str, fake_daemon: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
-    mounts = dict((t, m) for m, t in start._cgroup_mounts())
+    mounts = {m.fstype: m.point for m in cgroup_mounts()}
     hierarchy = "/sys/fs/cgroup" if mounts.get("cgroup2") == "/sys/fs/cgroup" else mounts.get("cgroup")
     if hierarchy is None:
         unavailable("no cgroup hierarchy mounted")
@@ -263,8 +267,8 @@ def test_start_moves_the_daemon_into_shim_cgroup(
     try:
         bundle = make_bundle(tmp_path / "c1")
         monkeypatch.chdir(bundle)
-        start.start(ShimFlags(namespace="ns", id="c1", address="/a.sock"), runc_options_any(shim_cgroup=name),
-                    socket_dir=socket_dir)
+        start.start(MANAGER, ShimFlags(namespace="ns", id="c1", address="/a.sock"),
+                    (runc_options_any(shim_cgroup=name),), socket_dir=socket_dir)
         with open(f"/proc/{fake_daemon[0]}/cgroup") as f:
             assert f"/{name}\n" in f.read()
     finally:
@@ -280,8 +284,8 @@ def test_failure_after_spawn_kills_the_daemon_and_cleans_up(
     bundle = make_bundle(tmp_path / "c1")
     monkeypatch.chdir(bundle)
     flags = ShimFlags(namespace="ns", id="c1", address="/a.sock")
-    with pytest.raises(start.StartError, match="no such cgroup"):
-        start.start(flags, runc_options_any(shim_cgroup="/does/not/exist"), socket_dir=socket_dir)
+    with pytest.raises(OSError, match="no such cgroup"):
+        start.start(MANAGER, flags, (runc_options_any(shim_cgroup="/does/not/exist"),), socket_dir=socket_dir)
     assert len(fake_daemon) == 1
     with pytest.raises(ChildProcessError):
         os.waitpid(fake_daemon[0], os.WNOHANG)  # killed and reaped
@@ -293,8 +297,8 @@ def test_undecodable_options_fail_before_spawning(
         tmp_path: Path, socket_dir: str, fake_daemon: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = make_bundle(tmp_path / "c1")
     monkeypatch.chdir(bundle)
-    with pytest.raises(wire.WireError):
-        start.start(ShimFlags(namespace="ns", id="c1", address="/a.sock"), b"\x0a\x50",
+    with pytest.raises(start.StartError, match="cannot decode the runtime options"):
+        start.start(MANAGER, ShimFlags(namespace="ns", id="c1", address="/a.sock"), (b"\x0a\x50",),
                     socket_dir=socket_dir)
     assert fake_daemon == [] and os.listdir(socket_dir) == []
 
@@ -314,19 +318,19 @@ def test_bootstrap_params_are_recognised_like_upstream() -> None:
     flags = ShimFlags(namespace="k8s.io", id="c1", action="start")
     runc = runc_options_any(shim_cgroup="/pods/x")
     other = wire.any_message("runtimeoptions.v1.Options", b"")
-    params = start.bootstrap_params(bootstrap_params_bytes("c1", "k8s.io", "/run/ctrd/s", other, runc), flags)
-    assert params == start.Bootstrap(options=runc, socket_dir="/run/ctrd/s")
-    assert start.bootstrap_params(bootstrap_params_bytes("c1", "k8s.io", None), flags) == start.Bootstrap()
+    params = bootstrap.params(bootstrap_params_bytes("c1", "k8s.io", "/run/ctrd/s", other, runc), "c1", "k8s.io")
+    assert params == bootstrap.Bootstrap(options=(other, runc), socket_dir="/run/ctrd/s")
+    assert bootstrap.params(bootstrap_params_bytes("c1", "k8s.io", None), "c1", "k8s.io") == bootstrap.Bootstrap()
     for stdin in (b"", runc, bootstrap_params_bytes("c2", "k8s.io", None), bootstrap_params_bytes("c1", "x", None),
                   b"\xff\xff"):
-        assert start.bootstrap_params(stdin, flags) is None
+        assert bootstrap.params(stdin, flags.id, flags.namespace) is None
     # A legacy Any decodes as BootstrapParams too (type_url -> instance_id, value -> namespace): the id check
     # is what tells them apart.
-    assert start.bootstrap_params(wire.any_message("c1", b"k8s.io"), flags) is not None
+    assert bootstrap.params(wire.any_message("c1", b"k8s.io"), flags.id, flags.namespace) is not None
 
 
 def test_bootstrap_result_decodes_and_does_not_end_in_whitespace() -> None:
-    data = start.bootstrap_result("unix:///run/containerd/s/abc")
+    data = bootstrap.result("unix:///run/containerd/s/abc")
     result = bootstrap_pb2.BootstrapResult.FromString(data)
     assert (result.version, result.address, result.protocol) == (3, "unix:///run/containerd/s/abc", "ttrpc")
     assert data == data.rstrip()
@@ -337,7 +341,7 @@ def test_start_answers_a_bootstrap_handshake_in_kind(
     bundle = make_bundle(tmp_path / "c1")
     monkeypatch.chdir(bundle)
     flags = ShimFlags(namespace="ns", id="c1", address="/run/ctrd.sock", action="start")
-    output = start.run(flags, bootstrap_params_bytes("c1", "ns", socket_dir))
+    output = start.run(MANAGER, flags, bootstrap_params_bytes("c1", "ns", socket_dir))
     result = bootstrap_pb2.BootstrapResult.FromString(output)
     assert result.address == addr.socket_address("/run/ctrd.sock", "ns", "c1", socket_dir)
     assert (result.version, result.protocol) == (3, "ttrpc") and len(fake_daemon) == 1
@@ -467,7 +471,7 @@ def test_spawn_daemon_asks_the_fork_server_first_and_falls_back(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     flags = ShimFlags(namespace="ns", id="c1", address="/a.sock", debug=True)
     with socket.socket(socket.AF_UNIX) as listener:
-        assert start.spawn_daemon(flags, listener) == 4242 and done == []
+        assert start.spawn_daemon(MANAGER, flags, listener) == 4242 and done == []
         location, req, fd = asked[0]
         assert location.directory == str(tmp_path) and fd == listener.fileno()
         assert req.argv == ("-namespace", "ns", "-id", "c1", "-address", "/a.sock", "-debug")
@@ -477,20 +481,20 @@ def test_spawn_daemon_asks_the_fork_server_first_and_falls_back(tmp_path: Path,
         assert req.comm == os.path.basename(program[0])
 
         answer[0] = (0, "fork server unavailable: ENOENT")
-        assert start.spawn_daemon(flags, listener) == 99 and done == ["fresh", "revive"]
+        assert start.spawn_daemon(MANAGER, flags, listener) == 99 and done == ["fresh", "revive"]
 
         monkeypatch.setenv("PYSHIM_FORKSERVER", "off")
         done.clear()
         asked.clear()
-        assert start.spawn_daemon(flags, listener) == 99 and done == ["fresh"] and asked == []
+        assert start.spawn_daemon(MANAGER, flags, listener) == 99 and done == ["fresh"] and asked == []
 
 
 def test_shim_cgroup_from_runc_options_and_legacy_create_options() -> None:
     from protos import runctypes_pb2
 
-    assert start.shim_cgroup(runc_options_any(shim_cgroup="/a")) == "/a"
+    assert shim_cgroup(runc_options_any(shim_cgroup="/a")) == "/a"
     legacy = wire.any_message("containerd.linux.runc.CreateOptions",
                               runctypes_pb2.CreateOptions(shim_cgroup="/b", io_uid=7).SerializeToString())
-    assert start.shim_cgroup(legacy) == "/b"   # what 1.6/1.7 clients send for io.containerd.pyshim.v1
-    assert start.shim_cgroup(wire.any_message("runtimeoptions.v1.Options", b"\x12\x02/c")) == ""
-    assert start.shim_cgroup(b"") == ""
+    assert shim_cgroup(legacy) == "/b"   # what 1.6/1.7 clients send for io.containerd.pyshim.v1
+    assert shim_cgroup(wire.any_message("runtimeoptions.v1.Options", b"\x12\x02/c")) == ""
+    assert shim_cgroup(b"") == ""

@@ -17,9 +17,10 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-import re
 from dataclasses import dataclass, field
 from typing import Mapping
+
+from shim.linux import mountinfo
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -50,27 +51,13 @@ class CgroupPaths:
         return self.v1.get(controller)
 
 
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(s: str) -> str:
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), s)
-
-
 def parse_mountinfo(text: str, cgroup_root: str = CGROUP_ROOT) -> Mounts:
     """The cgroup hierarchies of a mountinfo text and the host's cgroup mode."""
     by_point: dict[str, Mount] = {}
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        a, b = pre.split(), post.split()
-        if len(a) < 5 or len(b) < 3:
-            continue
-        ctrls = frozenset(b[2].split(",")) - {"rw", "ro"} if b[0] == "cgroup" else frozenset()
-        point = _unescape(a[4])
-        by_point.pop(point, None)  # re-insert: the last mount on a point wins and keeps its order
-        by_point[point] = Mount(point, _unescape(a[3]), b[0], ctrls)
+    for m in mountinfo.parse(text.encode(errors="surrogateescape")):
+        ctrls = m.super_option_set() - {"rw", "ro"} if m.fstype == "cgroup" else frozenset()
+        by_point.pop(m.point, None)  # re-insert: the last mount on a point wins and keeps its order
+        by_point[m.point] = Mount(m.point, m.root, m.fstype, ctrls)
     top = by_point.get(cgroup_root)
     if top is not None and top.fstype == "cgroup2":
         return Mounts(2, {}, top)
@@ -137,8 +124,8 @@ def resolve(mounts: Mounts, proc_cgroup: str, *, exists=os.path.isdir) -> Cgroup
 
 @functools.cache
 def host_mounts() -> Mounts:
-    with open("/proc/self/mountinfo") as f:
-        return parse_mountinfo(f.read())
+    with open("/proc/self/mountinfo", "rb") as f:
+        return parse_mountinfo(f.read().decode(errors="surrogateescape"))
 
 
 def paths_of(pid: int, mounts: Mounts | None = None) -> CgroupPaths | None:

@@ -24,6 +24,8 @@ import trio
 from runtime.base import Capability
 from runtime.errors import BackendError
 from shim.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from shim.linux.mount import Mount, mount_all
+from shim.runc.cleanup import write_state
 from shim.runc.task import checkpoint as ckpt
 from shim.runc.task.container import Container
 from shim.runc.task.errmap import backend_error
@@ -32,24 +34,15 @@ from shim.runc.task.states import Op, State
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "pyshim.json"  # what `delete` needs to clean up after us (see shim/commands/delete.py)
 # Creates of one shim (a group) run in parallel, never under a lock; at most this many backend creates at once.
 CREATE_LIMIT = max(4, 2 * (os.cpu_count() or 1))
-
-
-@dataclass(frozen=True)
-class MountSpec:
-    type: str
-    source: str
-    target: str = ""
-    options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class CreateRequest:
     id: str
     bundle: str
-    rootfs: tuple[MountSpec, ...]
+    rootfs: tuple[Mount, ...]
     stdio: Stdio
     checkpoint: str = ""
     parent_checkpoint: str = ""
@@ -63,7 +56,7 @@ class Tasks:
         self.namespace = namespace
         self.reaper = reaper
         self.events = events
-        self._backend_factory = backend_factory  # (RuntimeOptions, bundle) -> (RuntimeBackend, cleanup dict)
+        self._backend_factory = backend_factory  # (RuntimeOptions, bundle) -> (RuntimeBackend, pyshim.json runtime)
         self._io_factory = io_factory  # async (Stdio, Process, Container) -> ProcessIO
         self.containers: dict[str, Container] = {}
         self._pids: dict[int, tuple[Container, Process]] = {}
@@ -108,20 +101,18 @@ class Tasks:
             raise AlreadyExists(f"container {req.id}: already exists")
         if not os.path.isdir(req.bundle):
             raise InvalidArgument(f"bundle {req.bundle} does not exist")
-        backend, cleanup = self._backend_factory(req.options, req.bundle)
+        backend, runtime = self._backend_factory(req.options, req.bundle)
         restore = None
         if req.checkpoint:
             _need(backend, Capability.RESTORE, "restore from a checkpoint")
             restore = ckpt.restore_criu(req.checkpoint, req.parent_checkpoint, req.bundle,
                                         req.options.criu_work_path if req.options else "")
-        _write_state(req.bundle, cleanup)
+        write_state(req.bundle, runtime)
         rootfs = None
         if req.rootfs:
-            from shim.linux.mount import Mount, mount_all
-
             rootfs = os.path.join(req.bundle, "rootfs")
             os.makedirs(rootfs, mode=0o711, exist_ok=True)
-            mount_all([Mount(m.type, m.source, m.target, tuple(m.options)) for m in req.rootfs], rootfs)
+            mount_all(req.rootfs, rootfs)
         container = Container(
             id=req.id, bundle=req.bundle, namespace=self.namespace, backend=backend, stdio=req.stdio,
             rootfs=rootfs, io_factory=lambda stdio, proc: self._io_factory(stdio, proc, container),
@@ -264,11 +255,3 @@ class Tasks:
 def _need(backend, cap: Capability, what: str) -> None:
     if cap not in backend.capabilities:
         raise Unimplemented(f"runtime {backend.name!r} does not support {what}")
-
-
-def _write_state(bundle: str, cleanup: dict) -> None:
-    path = os.path.join(bundle, STATE_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cleanup, f)
-    os.replace(tmp, path)

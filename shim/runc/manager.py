@@ -1,0 +1,97 @@
+"""pyshim's Manager: the runc-style shim ``io.containerd.pyshim.v1``, one user of the library (shim/manager.py).
+
+Rules:
+- Grouping: the first non-empty annotation of GROUP_ANNOTATIONS in the bundle's config.json, else the container
+  id. pyshim's own ``io.pyshim.group`` comes first, then the runc shim's key (so specs written for runc group the
+  same way), then CRI's sandbox id. Deviation: Go's runc shim also accepts an annotation whose value is empty
+  (grouping everything with an empty value); we treat an empty value as absent.
+- The daemon's cgroup: ``shim_cgroup`` of containerd.runc.v1.Options (field 3), or field 9 of the legacy
+  containerd.linux.runc.CreateOptions that 1.6/1.7 clients send for runtimes not named io.containerd.runc.*
+  (containerd's TestShimInCgroup). An options Any that does not decode fails the start.
+- ``delete`` runs shim/runc/cleanup.py; ``-info`` asks the OCI runtime for its features (shim/runc/features.py).
+- The daemon serves shim/runc/service.py over shim/runc/task/, with backends made per Create
+  (shim/runc/backend_factory.py). Those imports happen inside ``task_service``: this module is on the
+  critical path of start and delete and imports only the standard library.
+"""
+
+from __future__ import annotations
+
+from shim.manager import Manager
+from shim.runc.typeurls import LEGACY_CREATE_OPTIONS, RUNC_OPTIONS, type_name
+from ttrpc import wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+    from shim.manager import CleanupRequest, StartRequest
+    from shim.service import TaskService
+
+__all__ = ["GROUP_ANNOTATIONS", "MANAGER", "RuncManager", "grouping_id", "shim_cgroup"]
+
+GROUP_ANNOTATIONS = (
+    "io.pyshim.group",
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+)
+
+
+def grouping_id(annotations: dict[str, object], container_id: str) -> str:
+    """The first non-empty string among GROUP_ANNOTATIONS, else the container id."""
+    for key in GROUP_ANNOTATIONS:
+        value = annotations.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return container_id
+
+
+def shim_cgroup(options: bytes) -> str:
+    """``shim_cgroup`` of one options Any (see the module rules); "" for no options or another type."""
+    if not options:
+        return ""
+    type_url, value = wire.decode_any(options)
+    field = {RUNC_OPTIONS: 3, LEGACY_CREATE_OPTIONS: 9}.get(type_name(type_url))
+    if field is None:
+        return ""
+    return wire.get_string(wire.fields(value), field)
+
+
+class RuncManager(Manager):
+    """The runc-style shim over pluggable OCI runtime backends (runc, crun, runsc, plugins)."""
+
+    name = "io.containerd.pyshim.v1"
+    distribution = "pyshim"
+    forkserver = "shim.runc.manager:MANAGER"
+    preload = ("shim.runc", "runtime")
+
+    def group(self, request: StartRequest) -> str:
+        return grouping_id(request.annotations(), request.id)
+
+    def daemon_cgroup(self, request: StartRequest) -> str:
+        for options in request.options:
+            cgroup = shim_cgroup(options)
+            if cgroup:
+                return cgroup
+        return ""
+
+    def cleanup(self, request: CleanupRequest) -> int:
+        from shim.runc.cleanup import cleanup
+
+        return cleanup(request)
+
+    def features(self, options: bytes) -> bytes | None:
+        from shim.runc.features import runtime_binary, runtime_features
+
+        return runtime_features(runtime_binary(options))
+
+    def warm_up(self) -> None:
+        from runtime import registry
+
+        registry.available()  # the entry-point scan: importlib.metadata caches the distributions it read
+
+    def task_service(self, daemon: Daemon) -> TaskService:
+        from shim.runc.service import RuncTaskService
+
+        return RuncTaskService.for_daemon(daemon)
+
+
+MANAGER = RuncManager()
