@@ -210,16 +210,18 @@ class ReaperLauncher:
                     pass
 
 
-    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str],
-                    extra_fds: Sequence[int]) -> SpawnedChild:
-        """shim.io's Spawner: start a long-lived helper (a logger binary) with fds 3.. = extra_fds."""
-        # Move the sources out of the 3..N range first, so no dup2 clobbers a later source.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in extra_fds]
+    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], extra_fds: Sequence[int] = (),
+                    stdio: tuple[int | None, int | None, int | None] = (None, None, None)) -> SpawnedChild:
+        """Start a long-lived child (a logger binary, a container process): fds 0-2 = ``stdio`` (None:
+        /dev/null), 3.. = ``extra_fds``, nothing else inherited, ``env`` the whole environment (argv[0] is
+        looked up in its PATH when it has no ``/``). Its exit is held for ``SpawnedChild.wait`` from before it
+        can happen; cancelling the caller later does not touch the child. Raises OSError if the exec fails."""
+        # Move the sources out of the 0..N range first, so no dup2 clobbers a later source.
         null = _devnull()
+        sources = [null if fd is None else fd for fd in stdio] + list(extra_fds)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in sources]
         try:
-            actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
-                       (os.POSIX_SPAWN_DUP2, null, 2)]
-            actions += [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(high)]
+            actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(high)]
             sub = self._reaper.subscribe()
             try:
                 pid = _spawn(argv, env, actions)
