@@ -65,7 +65,7 @@ class ContainerRef:
 
 
 @dataclass(frozen=True)
-class Stdio:
+class StdioFds:
     """File descriptors the runtime command gets as its fds 0/1/2 (and hands to the container process).
 
     None means /dev/null for the container. In terminal mode (a console socket is given) the container uses the pty,
@@ -83,7 +83,7 @@ class CreateSpec:
     id: str
     bundle: str
     pid_file: str                      # absolute; conventionally <bundle>/init.pid
-    stdio: Stdio = Stdio()
+    stdio: StdioFds = StdioFds()
     console_socket: str | None = None  # absolute path of a listening AF_UNIX socket (terminal mode)
     no_pivot: bool = False
     no_new_keyring: bool = False
@@ -100,7 +100,7 @@ class ExecSpec:
     bundle: str
     process_json: bytes                # the OCI Process object, `terminal` already set by the caller
     pid_file: str                      # absolute; conventionally <bundle>/<exec_id>.pid
-    stdio: Stdio = Stdio()
+    stdio: StdioFds = StdioFds()
     console_socket: str | None = None
 
     @property
@@ -137,7 +137,7 @@ class RestoreSpec:
     bundle: str
     pid_file: str
     criu: CriuOptions
-    stdio: Stdio = Stdio()
+    stdio: StdioFds = StdioFds()
     console_socket: str | None = None
     no_pivot: bool = False
 

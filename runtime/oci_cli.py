@@ -4,7 +4,7 @@ Rules:
 - Commands run only through the injected Launcher (the shim's reaper); argv comes from the pure builders in
   runtime/oci_argv.py, argv[0] resolved against the runtime's $PATH at each call.
 - Environment: the process environment minus NOTIFY_SOCKET, plus cfg.extra_env.
-- Stdio for create/exec/restore: the caller's fds; a missing one is /dev/null (opened and closed here), except in
+- StdioFds for create/exec/restore: the caller's fds; a missing one is /dev/null (opened and closed here), except in
   terminal mode where stdout/stderr are captured (the container uses the pty) so their text can explain a failure.
 - Errors: before each call a LogCursor remembers the end of <bundle>/log.json; on a non-zero exit the last error
   the call appended is the message, else the captured output, else the exit status; runtime/errors.classify turns it
@@ -34,7 +34,7 @@ from runtime.base import (
     RestoreSpec,
     RunResult,
     Status,
-    Stdio,
+    StdioFds,
 )
 from runtime.errors import BackendError, RuntimeFailed, classify, failure_message
 from runtime.logjson import LogCursor
@@ -153,7 +153,7 @@ class OciCli:
         return classify(op, detail, result.status, output=output, finished=cfg.finished_patterns,
                         not_found=cfg.not_found_patterns, exists=cfg.exists_patterns)
 
-    async def _run_with_stdio(self, op: str, argv: list[str], bundle: str, stdio: Stdio, terminal: bool) -> None:
+    async def _run_with_stdio(self, op: str, argv: list[str], bundle: str, stdio: StdioFds, terminal: bool) -> None:
         with contextlib.ExitStack() as stack:
             def fd_or_null(fd: int | None) -> int | None:
                 if fd is not None or terminal:

@@ -72,7 +72,7 @@ class Subscription:
         self._exits = collections.deque(e for e in self._exits if e.pid == pid)
         self._by_pid = {k: v for k, v in self._by_pid.items() if k == pid}
 
-    def pop(self, pid: int) -> Exit | None:
+    def reaped(self, pid: int) -> Exit | None:
         """The exit of `pid` if it was already reaped (the early-exit race), without waiting."""
         return self._by_pid.get(pid)
 
@@ -248,7 +248,7 @@ class SpawnedChild:
         return ex.status
 
     def signal(self, sig: int) -> None:
-        if self._sub.pop(self.pid) is None:
+        if self._sub.reaped(self.pid) is None:
             try:
                 os.kill(self.pid, sig)
             except ProcessLookupError:
@@ -326,7 +326,7 @@ def _read_all(fd: int) -> bytes:
 
 async def _terminate(pid: int, sub: Subscription, grace: float) -> None:
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
-        if sub.pop(pid) is not None:
+        if sub.reaped(pid) is not None:
             return
         try:
             os.kill(pid, sig)

@@ -25,7 +25,8 @@ from shim.errors import InvalidArgument
 from shim.linux.mount import Mount
 from shim.runc import options
 from shim.runc.task.checkpoint import CheckpointRequest
-from shim.runc.task.process import Process, Stdio
+from shim.io import StdioConfig
+from shim.runc.task.process import Process
 from shim.runc.task.states import Op, State
 from shim.runc.task.stats import StatsCollector
 from shim.runc.task.tasks import CreateRequest, Tasks
@@ -113,7 +114,7 @@ class RuncTaskService(TaskService):
         req = CreateRequest(
             id=r.id, bundle=r.bundle,
             rootfs=tuple(Mount(m.type, m.source, m.target, tuple(m.options)) for m in r.rootfs),
-            stdio=Stdio(r.stdin, r.stdout, r.stderr, r.terminal),
+            stdio=StdioConfig(r.stdin, r.stdout, r.stderr, r.terminal),
             checkpoint=r.checkpoint, parent_checkpoint=r.parent_checkpoint,
             options=options.parse(r.options.type_url, r.options.value) if r.HasField("options") else None,
             raw_rootfs=list(r.rootfs),
@@ -153,7 +154,7 @@ class RuncTaskService(TaskService):
         return _EMPTY
 
     async def exec(self, ctx, r: pb.ExecProcessRequest) -> empty_pb2.Empty:
-        await self.tasks.exec(r.id, r.exec_id, Stdio(r.stdin, r.stdout, r.stderr, r.terminal), r.spec.value)
+        await self.tasks.exec(r.id, r.exec_id, StdioConfig(r.stdin, r.stdout, r.stderr, r.terminal), r.spec.value)
         return _EMPTY
 
     async def resize_pty(self, ctx, r: pb.ResizePtyRequest) -> empty_pb2.Empty:

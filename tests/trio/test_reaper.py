@@ -77,11 +77,11 @@ async def test_cancelled_run_kills_the_child():
         await _with_reaper(body)
 
 
-async def test_subscription_sees_exit_that_happened_before_pop():
+async def test_subscription_keeps_an_exit_reaped_before_the_lookup():
     async def body(reaper, launcher):
         with reaper.subscribe() as sub:
             res = await launcher.run(["/bin/true"])
-            assert sub.pop(res.pid) is not None  # early-exit race: the exit is kept for later lookup
+            assert sub.reaped(res.pid) is not None  # early-exit race: the exit is kept for later lookup
     with trio.fail_after(10):
         await _with_reaper(body)
 

@@ -18,7 +18,7 @@ from runtime.base import (
     RestoreSpec,
     RunResult,
     Status,
-    Stdio,
+    StdioFds,
 )
 from runtime.errors import ContainerNotFound, ProcessFinished, RuntimeFailed, Unsupported
 from runtime.oci_cli import OciCli
@@ -81,7 +81,7 @@ async def test_create_returns_pid_and_passes_stdio(bundle, monkeypatch):
     r, w = os.pipe()
     try:
         pid = await _backend(fake, extra_env={"X": "1"}).create(
-            CreateSpec("c1", bundle, f"{bundle}/init.pid", stdio=Stdio(stdin=r, stdout=w)))
+            CreateSpec("c1", bundle, f"{bundle}/init.pid", stdio=StdioFds(stdin=r, stdout=w)))
     finally:
         os.close(r), os.close(w)
     assert pid == 1234

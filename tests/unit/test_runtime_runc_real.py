@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from runtime import builtin
-from runtime.base import ContainerRef, CreateSpec, ExecSpec, RunResult, Status, Stdio
+from runtime.base import ContainerRef, CreateSpec, ExecSpec, RunResult, Status, StdioFds
 from runtime.errors import ContainerNotFound, ProcessFinished, RuntimeFailed
 from runtime.oci_cli import OciCli
 from tests.prereq import unavailable
@@ -112,7 +112,7 @@ async def test_real_runc_lifecycle(runc_bundle, tmp_path):
             out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
                 pid = await backend.create(CreateSpec(cid, str(bundle), f"{bundle}/init.pid",
-                                                      Stdio(stdout=out_fd, stderr=out_fd)))
+                                                      StdioFds(stdout=out_fd, stderr=out_fd)))
                 st = await backend.state(ref)
                 assert (st.id, st.pid, st.status, st.bundle) == (cid, pid, Status.CREATED, str(bundle))
                 assert os.path.isdir(state_root / "pyshim-test" / cid)
@@ -124,7 +124,7 @@ async def test_real_runc_lifecycle(runc_bundle, tmp_path):
 
                 process = dict(config["process"], args=["sh", "-c", "echo exec-ok"])
                 exec_pid = await backend.exec(ExecSpec(cid, "e1", str(bundle), json.dumps(process).encode(),
-                                                       f"{bundle}/e1.pid", Stdio(stdout=out_fd, stderr=out_fd)))
+                                                       f"{bundle}/e1.pid", StdioFds(stdout=out_fd, stderr=out_fd)))
                 assert exec_pid > 0 and exec_pid != pid
                 await _wait_for(lambda: "exec-ok" in output(), "exec output")
             finally:

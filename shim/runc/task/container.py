@@ -37,7 +37,8 @@ from shim.runc.cgroups.oom import OomWatcher
 from shim.errors import AlreadyExists, FailedPrecondition, NotFound, Unknown
 from shim.runc.task import checkpoint as ckpt
 from shim.runc.task.errmap import backend_error
-from shim.runc.task.process import Process, Stdio
+from shim.io import StdioConfig
+from shim.runc.task.process import Process
 from shim.runc.task.states import Op, State
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ IO_DRAIN_TIMEOUT = 2.0  # as the runc shim (C16) waits for output before Delete 
 
 class Container:
     def __init__(self, *, id: str, bundle: str, namespace: str, backend: rt.RuntimeBackend,
-                 stdio: Stdio, rootfs: str | None, io_factory, register_pid: Callable,
+                 stdio: StdioConfig, rootfs: str | None, io_factory, register_pid: Callable,
                  options=None, restore: rt.CriuOptions | None = None) -> None:
         self.id = id
         self.bundle = bundle
@@ -58,13 +59,13 @@ class Container:
         self.options = options  # shim.runc.options.RuntimeOptions or None
         self.restore = restore  # CRIU options of the checkpoint this container is created from
         self._no_pivot = False
-        self.init = Process(id, "", stdio)
+        self.init = Process(id, "", stdio, state=State.CREATED_CHECKPOINT if restore else State.CREATED)
         self.execs: dict[str, Process] = {}
         self.io_nursery: trio.Nursery | None = None
         self.closed = trio.Event()  # set when the container is gone: its IO nursery closes
         self.cgroup: ContainerCgroup | None = None  # located from the init pid (Stats, OOM)
         self.oom: OomWatcher | None = None  # runs in the IO nursery from the init's start
-        self._io_factory = io_factory  # async (Stdio, Process) -> ProcessIO
+        self._io_factory = io_factory  # async (StdioConfig, Process) -> ProcessIO
         self._register_pid = register_pid  # (pid, Process) -> None
         self._running_execs = 0
         self._execs_idle = trio.Event()
@@ -86,16 +87,15 @@ class Container:
         p.io = await self._io_factory(p.stdio, p)
         if self.restore is not None:
             self._no_pivot = create_spec_kwargs.get("no_pivot", False)
-            p.state = State.CREATED_CHECKPOINT
             return 0  # upstream: no pid until Start restored the checkpoint
         spec = rt.CreateSpec(
             id=self.id, bundle=self.bundle, pid_file=os.path.join(self.bundle, "init.pid"),
-            stdio=rt.Stdio(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
+            stdio=rt.StdioFds(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
             **create_spec_kwargs,
         )
         pid = await self._launch(p, self.backend.create(spec))
         p.pid = pid
-        if sub.pop(pid) is None:  # else: already exited, the caller handles it after the create event
+        if sub.reaped(pid) is None:  # else: already exited, the caller handles it after the create event
             self._register_pid(pid, p)
             self.cgroup = ContainerCgroup.locate(self.id, pid)
         return pid
@@ -115,19 +115,19 @@ class Container:
             raise
         return pid
 
-    async def start(self, exec_id: str, sub, emit) -> int:
+    async def start(self, exec_id: str, sub, events) -> int:
         p = self.process(exec_id)
         async with p.lock:
             p.check(Op.START)
             if p.is_init and p.state is State.CREATED_CHECKPOINT:
-                return await self._restore_init(p, sub, emit)
+                return await self._restore_init(p, sub, events)
             if p.is_init:
-                return await self._start_init(p, emit)
+                return await self._start_init(p, events)
             if self.init.exited or self.init.state in (State.STOPPED, State.DELETED):
                 raise FailedPrecondition(f"container {self.id} init process is not running")
-            return await self._start_exec(p, sub, emit)
+            return await self._start_exec(p, sub, events)
 
-    async def _start_init(self, p: Process, emit) -> int:
+    async def _start_init(self, p: Process, events) -> int:
         async with p.lifecycle:
             try:
                 await self.backend.start(self.ref)
@@ -135,24 +135,24 @@ class Container:
                 raise backend_error(e) from None
             if p.state is State.CREATED:
                 p.transition(Op.START)
-            emit.start(self.id, p.pid)
-            await self._watch_oom(emit)
+            events.start(self.id, p.pid)
+            await self._watch_oom(events)
         return p.pid
 
-    async def _watch_oom(self, emit) -> None:
+    async def _watch_oom(self, events) -> None:
         """The OOM watch starts with the init (as upstream); not finding the cgroup is only logged."""
         if self.cgroup is None:
             self.cgroup = ContainerCgroup.locate(self.id, self.init.pid)
         if self.cgroup is not None and self.oom is None:
-            self.oom = OomWatcher.for_cgroup(self.id, self.cgroup.paths, lambda: emit.oom(self.id))
+            self.oom = OomWatcher.for_cgroup(self.id, self.cgroup.paths, lambda: events.oom(self.id))
             if self.oom is not None:
                 await self.io_nursery.start(self.oom.run)
 
-    async def _restore_init(self, p: Process, sub, emit) -> int:
+    async def _restore_init(self, p: Process, sub, events) -> int:
         async with p.lifecycle:
             spec = rt.RestoreSpec(
                 id=self.id, bundle=self.bundle, pid_file=os.path.join(self.bundle, "init.pid"), criu=self.restore,
-                stdio=rt.Stdio(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
+                stdio=rt.StdioFds(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
                 no_pivot=self._no_pivot,
             )
             try:
@@ -160,19 +160,19 @@ class Container:
             except BackendError as e:
                 raise backend_error(e) from None  # still created-from-checkpoint, as upstream
             p.pid = pid
-            ex = sub.pop(pid)
+            ex = sub.reaped(pid)
             if ex is None:
                 self._register_pid(pid, p)
             await p.io.start(self.io_nursery)
             p.transition(Op.START)
-            emit.start(self.id, pid)
+            events.start(self.id, pid)
             if ex is None:
-                await self._watch_oom(emit)
+                await self._watch_oom(events)
         if ex is not None:
-            await self.handle_exit(p, ex.status, ex.timestamp, emit)
+            await self.handle_exit(p, ex.status, ex.timestamp, events)
         return pid
 
-    async def _start_exec(self, p: Process, sub, emit) -> int:
+    async def _start_exec(self, p: Process, sub, events) -> int:
         # Counted from before the runtime call, as upstream's runningExecs: an init exit reaped while an exec is
         # being started is held until that start ended, so the container still reads as running meanwhile
         # (containerd 2.1's TestIssue10589 creates a second exec right after killing the init).
@@ -186,7 +186,7 @@ class Container:
             spec = rt.ExecSpec(
                 id=self.id, exec_id=p.exec_id, bundle=self.bundle, process_json=p.spec,
                 pid_file=os.path.join(self.bundle, f"{p.exec_id}.pid"),
-                stdio=rt.Stdio(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
+                stdio=rt.StdioFds(*p.io.runtime_stdio), console_socket=p.io.console_socket_path,
             )
             try:
                 pid = await self._launch(p, self.backend.exec(spec))
@@ -197,17 +197,17 @@ class Container:
                 raise
             p.pid = pid
             p.transition(Op.START)
-            ex = sub.pop(pid)
+            ex = sub.reaped(pid)
             if ex is None:
                 self._register_pid(pid, p)
-            emit.exec_started(self.id, p.exec_id, pid)
+            events.exec_started(self.id, p.exec_id, pid)
         if ex is not None:
             # exited before we could register it: handle the exit like the exit loop would
-            await self.handle_exit(p, ex.status, ex.timestamp, emit)
+            await self.handle_exit(p, ex.status, ex.timestamp, events)
         return pid
 
     # -- exec bookkeeping -----------------------------------------------------------------
-    def add_exec(self, exec_id: str, stdio: Stdio, spec: bytes) -> Process:
+    def add_exec(self, exec_id: str, stdio: StdioConfig, spec: bytes) -> Process:
         if exec_id in self.execs:
             raise AlreadyExists(f"id {exec_id}: already exists")
         self.init.check(Op.EXEC)
@@ -226,7 +226,7 @@ class Container:
             self._execs_idle.set()
 
     # -- exits ----------------------------------------------------------------------------
-    async def handle_exit(self, p: Process, status: int, at: float, emit) -> None:
+    async def handle_exit(self, p: Process, status: int, at: float, events) -> None:
         """Run by the exit loop (in the IO nursery) for a reaped process of this container."""
         if p.is_init:
             await self._kill_leftovers()
@@ -239,7 +239,7 @@ class Container:
             await self.oom.drain(killed=status == 128 + signal.SIGKILL)  # /tasks/oom before /tasks/exit
         async with p.lifecycle:
             p.set_exited(status, at)
-            emit.exit(self.id, p.id, p.pid, status, at)
+            events.exit(self.id, p.id, p.pid, status, at)
         if not p.is_init:
             self._exec_finished()
 

@@ -1,7 +1,7 @@
 """The shim's table of containers, its exit loop, and the task operations in domain terms.
 
 Rules:
-- `Tasks` owns the container table and the pid -> process map. Only `run_exits` consumes the reaper's
+- `Tasks` owns the container table and the pid -> process map. Only `run` consumes the reaper's
   permanent subscription; it routes each exit to the process that owns the pid, and ignores the rest
   (runtime CLI children, whose callers have their own subscriptions, and orphans reparented to us).
 - Each container gets a nursery for its IO and exit handling, opened in the daemon's task nursery
@@ -29,7 +29,8 @@ from shim.runc.cleanup import write_state
 from shim.runc.task import checkpoint as ckpt
 from shim.runc.task.container import Container
 from shim.runc.task.errmap import backend_error
-from shim.runc.task.process import Process, Stdio
+from shim.io import StdioConfig
+from shim.runc.task.process import Process
 from shim.runc.task.states import Op, State
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class CreateRequest:
     id: str
     bundle: str
     rootfs: tuple[Mount, ...]
-    stdio: Stdio
+    stdio: StdioConfig
     checkpoint: str = ""
     parent_checkpoint: str = ""
     options: object = None  # shim.runc.options.RuntimeOptions
@@ -57,7 +58,7 @@ class Tasks:
         self.reaper = reaper
         self.events = events
         self._backend_factory = backend_factory  # (RuntimeOptions, bundle) -> (RuntimeBackend, pyshim.json runtime)
-        self._io_factory = io_factory  # async (Stdio, Process, Container) -> ProcessIO
+        self._io_factory = io_factory  # async (StdioConfig, Process, Container) -> ProcessIO
         self.containers: dict[str, Container] = {}
         self._pids: dict[int, tuple[Container, Process]] = {}
         self._nursery: trio.Nursery | None = None
@@ -129,7 +130,7 @@ class Tasks:
                         no_pivot=req.options.no_pivot_root if req.options else False,
                         no_new_keyring=req.options.no_new_keyring if req.options else False,
                     ))
-                    early = sub.pop(pid)
+                    early = sub.reaped(pid)
         except BaseException:
             with trio.move_on_after(10, shield=True):
                 await self._forget(container)
@@ -168,7 +169,7 @@ class Tasks:
         self.events.delete(id, p.pid, p.exit_status, p.exited_at)
         return p
 
-    async def exec(self, id: str, exec_id: str, stdio: Stdio, spec: bytes) -> None:
+    async def exec(self, id: str, exec_id: str, stdio: StdioConfig, spec: bytes) -> None:
         c = self.get(id)
         if c.init.state is State.PAUSED:
             raise FailedPrecondition("cannot exec in a paused state")
@@ -194,14 +195,13 @@ class Tasks:
         _need(c.backend, Capability.PAUSE, "pause")
         p = c.init
         async with p.lock:
-            p.check(Op.PAUSE)
-            p.state = State.PAUSING
+            p.begin_pause()
             try:
                 await c.backend.pause(c.ref)
             except BackendError as e:
-                p.state = State.STOPPED if p.exited else State.RUNNING
+                p.end_pause(paused=False)
                 raise backend_error(e) from None
-            p.state = State.STOPPED if p.exited else State.PAUSED
+            p.end_pause(paused=True)
         self.events.paused(id)
 
     async def resume(self, id: str) -> None:
@@ -209,12 +209,12 @@ class Tasks:
         _need(c.backend, Capability.PAUSE, "resume")
         p = c.init
         async with p.lock:
-            nxt = p.check(Op.RESUME)
+            p.check(Op.RESUME)
             try:
                 await c.backend.resume(c.ref)
             except BackendError as e:
                 raise backend_error(e) from None
-            p.state = State.STOPPED if p.exited else nxt
+            p.end_resume()
         self.events.resumed(id)
 
     async def update(self, id: str, resources_json: bytes) -> None:
