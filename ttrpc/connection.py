@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError
 from protos import status_pb2, ttrpc_pb2
 from ttrpc.codec import FrameDecoder, OversizedFrame, Signal, encode_frame, oversize_message
 from ttrpc.frame import MAX_DATA_LENGTH, MAX_STREAM_ID, Frame, MessageType
+from ttrpc import wire
 from ttrpc.status import Code, LocalProtocolError
 
 log = logging.getLogger(__name__)
@@ -75,21 +76,12 @@ class ResponseReceived:
     message: str = ""
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def encode_response_data(payload: bytes, code: Code = Code.OK, message: str = "") -> bytes:
     """Serialize a ttrpc Response: ``{2: payload}`` on success (no status, as Go), ``{1: status}`` on error."""
     if code == Code.OK:
         if not payload:
             return b""
-        return b"\x12" + _varint(len(payload)) + payload  # field 2 (payload), wire type 2
+        return wire.message_field(2, payload)  # field 2 (payload), written by hand: no protobuf object
     status = status_pb2.Status(code=int(code), message=message)
     return ttrpc_pb2.Response(status=status).SerializeToString()
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -31,11 +29,12 @@ from pathlib import Path
 
 from google.protobuf import empty_pb2
 
-from protos import task_v2_pb2, ttrpc_pb2
+from protos import task_v2_pb2
+from ttrpc import blocking
+from ttrpc.status import Code, StatusError
 
 from tests.integration.harness import procs
 
-NOT_FOUND = 5  # grpc status code
 
 
 def shim_env(c) -> dict[str, str]:
@@ -46,34 +45,10 @@ def shim_env(c) -> dict[str, str]:
     return env
 
 
-class Refused(RuntimeError):
-    """The shim answered with an error status (the call was served)."""
-
-    def __init__(self, method: str, status) -> None:
-        super().__init__(f"{method}: {status}")
-        self.code = status.code
-
-
-def call(path: str, service: str, method: str, request, response_type, stream: int = 1):
-    req = ttrpc_pb2.Request(service=service, method=method, payload=request.SerializeToString()).SerializeToString()
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(30)
-        s.connect(path)
-        s.sendall(struct.pack(">IIBB", len(req), stream, 1, 0) + req)
-        head = b""
-        while len(head) < 10:
-            chunk = s.recv(10 - len(head))
-            if not chunk:
-                return None  # closed unanswered (Shutdown may do that)
-            head += chunk
-        body = b""
-        length = struct.unpack(">I", head[:4])[0]
-        while len(body) < length:
-            body += s.recv(length - len(body))
-    resp = ttrpc_pb2.Response.FromString(body)
-    if resp.status.code:
-        raise Refused(method, resp.status)
-    return response_type.FromString(resp.payload)
+def call(path: str, service: str, method: str, request, response_type):
+    """One call on a fresh connection; None when closed unanswered (Shutdown may do that). An error status
+    raises ttrpc's StatusError (the call was served)."""
+    return blocking.call(path, service, method, request, response_type)
 
 
 def daemon_pid(address: str, cid: str, missing_ok: bool = False) -> int:
@@ -164,8 +139,8 @@ class Runner:
             try:
                 pid = call(path, self.service, "Connect", task_v2_pb2.ConnectRequest(id=cid),
                            task_v2_pb2.ConnectResponse).shim_pid
-            except Refused as exc:  # the Rust shim answers Connect only for a created container: NOT_FOUND
-                if exc.code != NOT_FOUND:
+            except StatusError as exc:  # the Rust shim answers Connect only for a created container: NOT_FOUND
+                if exc.code != Code.NOT_FOUND:
                     raise
                 pid = 0
             answered = time.perf_counter() - t0

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -22,10 +20,11 @@ from pathlib import Path
 
 from google.protobuf import empty_pb2
 
-from protos import task_v2_pb2, ttrpc_pb2
+from protos import task_v2_pb2
 from shim.forkserver import client as forkserver_client
-from shim.runc.manager import MANAGER
 from shim.forkserver import protocol as proto
+from shim.runc.manager import MANAGER
+from ttrpc import blocking
 
 from .harness import procs
 
@@ -121,27 +120,9 @@ def daemon_request(cid: str, cwd: Path, env: dict[str, str] | None = None) -> pr
                          cwd=os.fsencode(str(cwd)), umask=0o022, program=(sys.executable, "-m", "shim"))
 
 
-def ttrpc_call(path: str, method: str, request, response_type, stream: int = 1):
+def ttrpc_call(path: str, method: str, request, response_type):
     """One unary call of containerd.task.v2.Task on a fresh connection (Shutdown may close it unanswered)."""
-    req = ttrpc_pb2.Request(service="containerd.task.v2.Task", method=method,
-                            payload=request.SerializeToString()).SerializeToString()
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(30)
-        s.connect(path)
-        s.sendall(struct.pack(">IIBB", len(req), stream, 1, 0) + req)
-        header = b""
-        while len(header) < 10:
-            chunk = s.recv(10 - len(header))
-            if not chunk:
-                return None
-            header += chunk
-        length = struct.unpack(">I", header[:4])[0]
-        body = b""
-        while len(body) < length:
-            body += s.recv(length - len(body))
-    resp = ttrpc_pb2.Response.FromString(body)
-    assert resp.status.code == 0, resp.status
-    return response_type.FromString(resp.payload)
+    return blocking.call(path, "containerd.task.v2.Task", method, request, response_type)
 
 
 def connect(path: str) -> task_v2_pb2.ConnectResponse:
