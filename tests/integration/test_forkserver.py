@@ -25,7 +25,7 @@ from shim.forkserver import zygote
 from shim.runc.manager import MANAGER
 from tests.prereq import unavailable
 
-from .forkserver_helpers import FsDir, connect, daemon_request, private_dir, shutdown, start_server, wait_for
+from .forkserver_helpers import BASE, FsDir, connect, daemon_request, private_dir, shutdown, start_server, wait_for
 from .harness import procs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ def test_a_daemon_is_forked_with_the_requesters_attributes(fs, tmp_path: Path) -
         assert connect(str(sock_path)).shim_pid == pid
         assert f"daemon {pid} fs-test attrs" in d.log()
         log = (cwd / "log").read_text()
-        assert "starting pyshim daemon" in log and "TTRPC_ADDRESS is empty" in log  # the requester had none
+        assert "starting io.containerd.pyshim.v1 daemon" in log and "TTRPC_ADDRESS is empty" in log  # the requester had none
         stop_daemon(str(sock_path), pid)
         wait_for("the pool to be refilled", lambda: len(d.zygotes()) == 2 and set(d.zygotes()) != pool_before)
     finally:
@@ -165,7 +165,7 @@ def test_code_change_restarts_the_server(fs, tmp_path: Path) -> None:
     listener = listening(tmp_path / "a.sock")
     cwd = bundle(tmp_path, "a")
 
-    os.utime(root / "shim" / "wire.py")  # as an upgrade would: a file of ours changes
+    os.utime(root / "shim" / "flags.py")  # as an upgrade would: a file of ours changes
     pid, why = client.request_daemon(location, daemon_request("a", cwd), listener.fileno())
     assert (pid, why) == (0, zygote.CODE_CHANGED)
     wait_for("the restart", lambda: "restarting: installed code changed" in d.log(), 30)
@@ -183,7 +183,8 @@ def test_code_change_restarts_the_server(fs, tmp_path: Path) -> None:
 
 def test_non_root_peers_get_no_daemon(fs, tmp_path: Path) -> None:
     d, location, _ = serve(fs)
-    os.chmod(d.directory, 0o711)  # let an unprivileged process reach the socket at all (test only)
+    for directory in (BASE, d.directory):  # let an unprivileged process reach the socket at all (test only)
+        os.chmod(directory, os.stat(directory).st_mode | 0o111)
     os.chmod(location.path("sock"), 0o666)
     pool = set(d.zygotes())
     listener = listening(tmp_path / "n.sock")
@@ -240,8 +241,9 @@ def test_a_start_without_a_server_falls_back_and_revives_it(fs, tmp_path: Path) 
     env = dict(os.environ, PYTHONPATH=str(REPO), PYSHIM_FORKSERVER_DIR=str(d.directory))
     socket_dir = tempfile.mkdtemp(prefix="pyfs")  # short: sun_path
     code = ("import sys; from shim.commands import start; from shim.flags import ShimFlags; "
-            f"print(start.start(ShimFlags(namespace='fs-test', id='rev', address='/run/pyshim-test/none.sock'), b'', "
-            f"socket_dir={socket_dir!r}))")
+            "from shim.runc.manager import MANAGER; "
+            "print(start.start(MANAGER, ShimFlags(namespace='fs-test', id='rev', address='/run/pyshim-test/none.sock'), "
+            f"(), socket_dir={socket_dir!r}))")
     try:
         t = time.monotonic()
         out = subprocess.run([sys.executable, "-c", code], cwd=b, env=env, capture_output=True, text=True,

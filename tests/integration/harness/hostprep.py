@@ -34,7 +34,7 @@ def crun_cgroups() -> list[str]:
     """Move every controller off the hybrid cgroup2 mount into its own v1 hierarchy; what was done."""
     if not is_hybrid():
         return []
-    LOCK.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    LOCK.parent.mkdir(mode=0o755, parents=True, exist_ok=True)  # the tests' shared base, as daemon.py makes it
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process's check-then-mount must not interleave with ours
         return _move_controllers()
