@@ -171,7 +171,7 @@ class RunResult:
 
 
 class Launcher(Protocol):
-    """Runs one command to completion (implemented by shim/reaper.py; see /work/notes/shim-design.md)."""
+    """Runs one command to completion (the shim library's ``ReaperLauncher`` in shim/reaper.py implements it)."""
 
     async def run(self, argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None,
                   stdin: int | bytes | None = None,      # fd to dup as stdin, bytes to feed via a pipe, None -> /dev/null

@@ -11,8 +11,6 @@ Importing this package imports nothing else: the names below load their module o
 ``start`` and ``delete`` stay on the standard library.
 """
 
-from __future__ import annotations
-
 __all__ = [
     "AlreadyExists",
     "CleanupRequest",

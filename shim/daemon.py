@@ -71,9 +71,11 @@ class Daemon:
 
     @property
     def shutting_down(self) -> bool:
+        """``shutdown`` was called (or a signal asked the daemon to stop)."""
         return self._shutdown.is_set()
 
     async def wait_shutdown(self) -> None:
+        """Return once the daemon is shutting down."""
         await self._shutdown.wait()
 
 

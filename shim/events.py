@@ -43,6 +43,8 @@ class _Event:
 
 
 class Publisher:
+    """Sends task events to containerd's Events service, one at a time, in emit order (see the module rules)."""
+
     def __init__(self, ttrpc_address: str, namespace: str) -> None:
         self._address = ttrpc_address
         self._namespace = namespace
@@ -54,6 +56,7 @@ class Publisher:
         self._closing = False
 
     def emit(self, message: Message) -> None:
+        """Queue an event message (a containerd.events Task* message); never blocks, never fails."""
         topic = TOPIC[type(message)]
         try:
             self._send.send_nowait(_Event(topic, message, time.time()))
@@ -85,6 +88,7 @@ class Publisher:
         self._wake.set()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The sender task (the daemon's root nursery runs it): until ``close`` and the queue is empty."""
         task_status.started()
         if not self._address:
             log.warning("TTRPC_ADDRESS is empty: events will not be published")
@@ -176,37 +180,46 @@ class TaskEvents:
 
     def create(self, container_id: str, bundle: str, rootfs, stdin: str, stdout: str, stderr: str,
                terminal: bool, checkpoint: str, pid: int) -> None:
+        """/tasks/create: the container was created (its init not started yet)."""
         m = ev.TaskCreate(container_id=container_id, bundle=bundle, checkpoint=checkpoint, pid=pid)
         m.rootfs.extend(rootfs)
         m.io.stdin, m.io.stdout, m.io.stderr, m.io.terminal = stdin, stdout, stderr, terminal
         self._emit(m)
 
     def start(self, container_id: str, pid: int) -> None:
+        """/tasks/start: the init started."""
         self._emit(ev.TaskStart(container_id=container_id, pid=pid))
 
     def exit(self, container_id: str, id: str, pid: int, status: int, exited_at: float | None) -> None:
+        """/tasks/exit: a process exited (``id`` is the exec id, or the container id for the init)."""
         m = ev.TaskExit(container_id=container_id, id=id, pid=pid, exit_status=status)
         _ts(m, "exited_at", exited_at)
         self._emit(m)
 
     def delete(self, container_id: str, pid: int, status: int, exited_at: float | None) -> None:
+        """/tasks/delete: the container was deleted."""
         m = ev.TaskDelete(container_id=container_id, pid=pid, exit_status=status)
         _ts(m, "exited_at", exited_at)
         self._emit(m)
 
     def exec_added(self, container_id: str, exec_id: str) -> None:
+        """/tasks/exec-added: an exec process was added."""
         self._emit(ev.TaskExecAdded(container_id=container_id, exec_id=exec_id))
 
     def exec_started(self, container_id: str, exec_id: str, pid: int) -> None:
+        """/tasks/exec-started: an exec process started."""
         self._emit(ev.TaskExecStarted(container_id=container_id, exec_id=exec_id, pid=pid))
 
     def paused(self, container_id: str) -> None:
+        """/tasks/paused: the container was frozen."""
         self._emit(ev.TaskPaused(container_id=container_id))
 
     def resumed(self, container_id: str) -> None:
+        """/tasks/resumed: the container was thawed."""
         self._emit(ev.TaskResumed(container_id=container_id))
 
     def oom(self, container_id: str) -> None:
+        """/tasks/oom: the kernel's OOM killer acted in the container's cgroup."""
         self._emit(ev.TaskOOM(container_id=container_id))
 
 

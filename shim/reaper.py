@@ -28,9 +28,17 @@ from typing import Mapping, Sequence
 
 import trio
 
-from runtime.base import RunResult
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished command of ``ReaperLauncher.run`` (what runtime.base.Launcher promises its backends)."""
+
+    pid: int
+    status: int   # exit code, or 128+signal
+    output: bytes  # combined stdout+stderr when captured, else b""
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,13 @@ class Subscription:
         return self._by_pid.get(pid)
 
     async def wait(self, pid: int) -> Exit:
+        """The exit of ``pid``, waiting for it if it has not been reaped yet."""
         while pid not in self._by_pid:
             await self._lot.park()
         return self._by_pid[pid]
 
     async def next(self) -> Exit:
+        """The next exit reaped while this subscription is open, in reaping order."""
         while not self._exits:
             await self._lot.park()
         ex = self._exits.popleft()
@@ -90,6 +100,7 @@ class Subscription:
         return ex
 
     def close(self) -> None:
+        """Stop receiving exits (the context manager does it on exit)."""
         self._reaper._subs.discard(self)
 
     def __enter__(self) -> Subscription:
@@ -106,6 +117,7 @@ class Reaper:
         self._subs: set[Subscription] = set()
 
     def subscribe(self) -> Subscription:
+        """A new subscription: every exit reaped from now on reaches it. Take it before the child can exit."""
         sub = Subscription(self)
         self._subs.add(sub)
         return sub
@@ -128,6 +140,7 @@ class Reaper:
                 sub._deliver(ex)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Reap after every SIGCHLD until cancelled (the daemon's root nursery runs it)."""
         with trio.open_signal_receiver(signal.SIGCHLD) as signals:
             self.reap()  # children that exited before the handler was installed
             task_status.started()
@@ -140,7 +153,7 @@ def _devnull() -> int:
 
 
 class ReaperLauncher:
-    """runtime.base.Launcher on top of the reaper (see module rules)."""
+    """Runs helper programs through the reaper (see module rules); implements runtime.base.Launcher."""
 
     KILL_GRACE = 5.0
 
@@ -158,6 +171,9 @@ class ReaperLauncher:
         stderr: int | None = None,
         pass_fds: Sequence[int] = (),
     ) -> RunResult:
+        """Run ``argv`` to completion: ``stdin`` an fd to use, bytes to feed, or None (/dev/null); ``stdout`` and
+        ``stderr`` fds, or None to capture both into ``RunResult.output``. Cancelling the caller terminates the
+        child (TERM, KILL_GRACE, KILL) before the cancellation goes on."""
         if cwd is not None and os.path.realpath(cwd) != os.getcwd():
             # posix_spawn has no chdir action before Python 3.13 and a shell would cost a process;
             # every runtime command takes absolute paths, so callers never need this.
@@ -243,11 +259,13 @@ class SpawnedChild:
         self._sub = sub
 
     async def wait(self) -> int:
+        """The child's exit status (exit code or 128 + signal); cancelling the wait does not touch the child."""
         ex = await self._sub.wait(self.pid)
         self._sub.close()
         return ex.status
 
     def signal(self, sig: int) -> None:
+        """Send ``sig`` unless the child was already reaped (its pid may belong to someone else by now)."""
         if self._sub.reaped(self.pid) is None:
             try:
                 os.kill(self.pid, sig)

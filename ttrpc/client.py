@@ -33,6 +33,8 @@ from ttrpc.connection import ClientConnection, ResponseReceived
 from ttrpc.status import Code, ConnectionClosed, StatusError
 from ttrpc.transport import receive_events, send_frame
 
+__all__ = ["Client", "open_client", "open_unix_client"]
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
@@ -81,6 +83,7 @@ class Client:
 
     @property
     def closed(self) -> bool:
+        """The connection is gone (closed by either side); every later call fails with ConnectionClosed."""
         return self._closed
 
     async def call(self, service: str, method: str, request: Message, response_type: type[M], *,

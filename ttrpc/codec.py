@@ -23,6 +23,9 @@ import struct
 from ttrpc.frame import HEADER_LENGTH, HEADER_STRUCT, MAX_DATA_LENGTH, Frame
 from ttrpc.status import Code, LocalProtocolError, RemoteProtocolError
 
+__all__ = ["CLOSED", "NEED_DATA", "FrameDecoder", "OversizedFrame", "Signal", "encode", "encode_frame",
+           "oversize_message"]
+
 
 class Signal(enum.Enum):
     NEED_DATA = "NEED_DATA"  # feed more bytes, then ask again

@@ -36,6 +36,9 @@ from ttrpc.frame import MAX_DATA_LENGTH, MAX_STREAM_ID, Frame, MessageType
 from ttrpc import wire
 from ttrpc.status import Code, LocalProtocolError
 
+__all__ = ["ClientConnection", "Rejected", "RequestReceived", "ResponseReceived", "ServerConnection",
+           "encode_response_data"]
+
 log = logging.getLogger(__name__)
 
 _REQUEST = MessageType.REQUEST

@@ -14,6 +14,9 @@ import dataclasses
 import enum
 import struct
 
+__all__ = ["HEADER_LENGTH", "MAX_DATA_LENGTH", "MAX_STREAM_ID", "Flags", "Frame", "Header", "MessageType",
+           "decode_header", "encode_header"]
+
 HEADER_LENGTH = 10
 MAX_DATA_LENGTH = 4 << 20  # messageLengthMax in Go's channel.go
 MAX_STREAM_ID = (1 << 32) - 1

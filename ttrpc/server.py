@@ -35,6 +35,8 @@ from ttrpc.status import Code, StatusError
 from ttrpc.transport import receive_events, send_frame
 from ttrpc.unixcreds import CredentialsCheck, peer_credentials, same_user
 
+__all__ = ["CallContext", "Method", "Server", "status_for"]
+
 log = logging.getLogger(__name__)
 
 _ACCEPT_RETRY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -94,6 +96,8 @@ class _Conn:
 
 
 class Server:
+    """A ttrpc server: services registered by name, one handler task per call, one nursery per connection."""
+
     def __init__(self, *, require_same_user: bool = True, credentials_check: CredentialsCheck | None = None) -> None:
         """``credentials_check`` replaces the same-user check (tests); with ``require_same_user=False`` none runs."""
         self._services: dict[str, dict[str, Method]] = {}
@@ -106,6 +110,7 @@ class Server:
         self._changed = trio.lowlevel.ParkingLot()
 
     def register(self, service: str, methods: Mapping[str, Method]) -> None:
+        """Serve ``methods`` (name -> Method) under ``service``; a name registered twice is a ValueError."""
         if service in self._services:
             raise ValueError(f"duplicate service {service} registered")
         self._services[service] = dict(methods)
@@ -280,5 +285,6 @@ class Server:
 
     @property
     def connection_count(self) -> int:
+        """How many connections are open now."""
         return len(self._connections)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import enum
 
+__all__ = ["Code", "ConnectionClosed", "LocalProtocolError", "ProtocolError", "RemoteProtocolError", "StatusError"]
+
 
 class Code(enum.IntEnum):
     """gRPC status codes, as ttrpc carries them in google.rpc.Status.code."""

@@ -21,6 +21,8 @@ import trio
 from ttrpc.codec import CLOSED, NEED_DATA
 from ttrpc.status import RemoteProtocolError
 
+__all__ = ["receive_events", "send_frame"]
+
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65536

@@ -17,6 +17,8 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
+__all__ = ["CredentialsCheck", "PeerCredentials", "peer_credentials", "same_user"]
+
 _UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 
 

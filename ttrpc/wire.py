@@ -18,6 +18,10 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, nor coll
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+__all__ = ["FIXED32", "FIXED64", "LEN", "VARINT", "WireError", "any_message", "bytes_field", "decode_any", "fields",
+           "get_bytes", "get_string", "get_uint", "iter_fields", "message_field", "read_varint", "string_field", "tag",
+           "timestamp", "timestamp_ns", "uint_field", "varint"]
+
 VARINT = 0
 FIXED64 = 1
 LEN = 2

@@ -6,14 +6,14 @@ The task service uses only what is exported here: `StdioConfig` and `ProcessIO` 
 from shim.io.config import StdioConfig
 from shim.io.console import ConsoleSocketError
 from shim.io.errors import LoggerStartError, StdioOpenError, UnsupportedStdioError
-from shim.io.logger import SpawnedChild, Spawner
+from shim.io.logger import ChildProcess, Spawner
 from shim.io.process_io import ProcessIO
 
 __all__ = [
+    "ChildProcess",
     "ConsoleSocketError",
     "LoggerStartError",
     "ProcessIO",
-    "SpawnedChild",
     "Spawner",
     "StdioConfig",
     "StdioOpenError",

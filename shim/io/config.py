@@ -32,6 +32,7 @@ class StdioConfig:
 
     @property
     def is_null(self) -> bool:
+        """No stream was asked for: the process gets /dev/null."""
         return not (self.stdin or self.stdout or self.stderr)
 
 

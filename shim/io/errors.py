@@ -19,6 +19,7 @@ class StdioOpenError(OSError):
 
     @classmethod
     def wrap(cls, what: str, path: str, exc: OSError) -> StdioOpenError:
+        """The error for ``exc`` while opening ``what`` at ``path``, with errno and filename kept."""
         err = cls(exc.errno, f"failed to open {what} {path!r}: {exc.strerror or exc}")
         err.filename = path
         return err

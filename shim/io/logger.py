@@ -29,7 +29,9 @@ TERM_GRACE = 12.0
 KILL_GRACE = 5.0
 
 
-class SpawnedChild(Protocol):
+class ChildProcess(Protocol):
+    """What a Spawner returns: a started child whose exit the reaper holds for it."""
+
     pid: int
 
     async def wait(self) -> int:
@@ -43,7 +45,9 @@ class SpawnedChild(Protocol):
 
 
 class Spawner(Protocol):
-    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], extra_fds: Sequence[int]) -> SpawnedChild:
+    """Starts long-lived helper processes without forking the caller (the daemon's ReaperLauncher)."""
+
+    async def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], extra_fds: Sequence[int]) -> ChildProcess:
         """Start argv[0] (an absolute path, no PATH search) detached from the caller: stdin/stdout/stderr are
         /dev/null, child fd 3+i is a dup of `extra_fds[i]` (mind sources that already sit on 3..5), no other fd
         is inherited, `env` is the whole environment. Raises OSError if the exec fails. The child must outlive
@@ -52,7 +56,7 @@ class Spawner(Protocol):
 
 
 class BinaryLogger:
-    def __init__(self, child: SpawnedChild, argv: Sequence[str]) -> None:
+    def __init__(self, child: ChildProcess, argv: Sequence[str]) -> None:
         self.child = child
         self.argv = tuple(argv)
         self._stopped = False

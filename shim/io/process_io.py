@@ -39,6 +39,9 @@ STOP_COPIES_TIMEOUT = 5.0
 
 
 class ProcessIO:
+    """Every descriptor and copy task of one process's stdio, from before its creation to its deletion (see the
+    lifecycle in the module docstring)."""
+
     def __init__(self, cfg: StdioConfig, p: Plan, container_id: str, namespace: str) -> None:
         self.config = cfg
         self.plan = p
@@ -70,6 +73,8 @@ class ProcessIO:
     @classmethod
     async def prepare(cls, cfg: StdioConfig, *, container_id: str, namespace: str, io_uid: int = 0,
                       io_gid: int = 0, spawner: Spawner | None = None) -> ProcessIO:
+        """Step 1: pipes, logger or console socket for ``cfg``, before the process is created. The
+        process's ends are in ``runtime_stdio`` (and ``console_socket_path`` in terminal mode)."""
         pio = cls(cfg, plan(cfg), container_id, namespace)
         try:
             await pio._prepare(io_uid, io_gid, spawner)
@@ -266,12 +271,14 @@ class ProcessIO:
     # -- 3.-5. control --------------------------------------------------------------------------------------
 
     async def close_stdin(self) -> None:
+        """Step 3 (CloseIO): the container reads EOF once the client's writer is gone too."""
         self._stdin_closed = True
         if self._keepalive is not None:
             self._keepalive.close()
             self._keepalive = None
 
     def resize(self, width: int, height: int) -> None:
+        """Set the terminal's size (terminal mode; a no-op otherwise)."""
         if self._master is not None and not self._master.closed:
             resize(self._master.fileno, width, height)
 
@@ -286,6 +293,7 @@ class ProcessIO:
         return self._outputs_done.is_set()
 
     async def aclose(self) -> None:
+        """Step 5: stop the copies, close every descriptor, stop the logger. Idempotent, shielded."""
         if self._state == "closed":
             return
         self._state = "closed"
