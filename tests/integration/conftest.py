@@ -30,6 +30,7 @@ from .harness.daemon import ContainerdError, PrivateContainerd
 
 PYSHIM_BINARY = "containerd-shim-pyshim-v1"
 E2E_BACKEND = "PYSHIM_E2E_BACKEND"
+LOG_TAIL = 80  # lines of a containerd log a failed test report carries
 
 
 def _versions() -> tuple[str, ...]:
@@ -216,3 +217,18 @@ def import_image(instance: PrivateContainerd, artifacts: busybox.Busybox) -> str
     if artifacts.ref not in instance.ctr("images", "ls", "--quiet").stdout.split():
         instance.ctr("images", "import", str(artifacts.image), timeout=120)
     return artifacts.ref
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test's report carries the tail of each containerd log it used (with the shims' lines relayed
+    into it): CI keeps only the report, and a temp directory with the whole log may be pruned by then."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or call.when == "collect":
+        return
+    for name in ("containerd", "cri", "cri3"):
+        instance = getattr(item, "funcargs", {}).get(name)
+        if isinstance(instance, PrivateContainerd) and instance.log_path.exists():
+            report.sections.append((f"containerd {instance.dist.version} log, last {LOG_TAIL} lines "
+                                    f"({instance.log_path})", instance.log_tail(LOG_TAIL)))
