@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # install.sh: install pyshim and what it needs on a Debian bookworm machine.  Run as root; idempotent.
 #
-#   sudo ./install.sh          Debian packages, venv /opt/pyshim/venv, pyshim, /usr/local/bin/containerd-shim-pyshim-v1
-#   sudo ./install.sh --dev    also the `test` and `dev` extras, and the containerd versions and busybox image the
+#   ./install.sh          Debian packages, venv /opt/pyshim/venv, pyshim, /usr/local/bin/containerd-shim-pyshim-v1
+#   ./install.sh --dev    also the `test` and `dev` extras, and the containerd versions and busybox image the
 #                              integration tests use (cached under /var/cache/pyshim)
 #
 # Rules: apt-get update runs only when a package is missing and apt cannot install it from the lists it has;
@@ -42,7 +42,7 @@ done
 say() { printf 'install.sh: %s\n' "$*"; }
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install.sh: must run as root (sudo ./install.sh)" >&2
+  echo "install.sh: must run as root (./install.sh, as root)" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive

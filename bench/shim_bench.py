@@ -4,7 +4,7 @@ bench/build-rust-shim built it), side by side on one private containerd: start l
 exec, State round-trips, memory per container, CPU per lifecycle, concurrent and grouped starts. Prints one
 table of medians with pyshim's ratios to the others, writes JSON.
 
-Usage: sudo /opt/pyshim/venv/bin/python bench/shim_bench.py [--runs N] [--quick] [--json FILE] [--cases a,b,...]
+Usage: /opt/pyshim/venv/bin/python bench/shim_bench.py [--runs N] [--quick] [--json FILE] [--cases a,b,...]
 
 Rules:
 - One private containerd (tests/integration/harness) runs every shim; the pyshim binary is the installed one

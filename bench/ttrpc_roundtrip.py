@@ -4,7 +4,7 @@
 ``containerd-shim-runc-v2`` and (3) pyshim's daemon, calling ``containerd.task.v2.Task/Connect``, at
 concurrency 1 and 8 (callers sharing one connection).
 
-Usage: sudo /tmp/devvenv/bin/python bench/ttrpc_roundtrip.py [--calls N] [--json FILE] [--cases ours,go,pyshim]
+Usage: /opt/pyshim/venv/bin/python bench/ttrpc_roundtrip.py [--calls N] [--json FILE] [--cases ours,go,pyshim]
 
 Rules:
 - Every row: a fresh connection, one probe call whose answer is checked (so we time the intended server),

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# containerd's kill classification (task-api.md §4.5), used by every built-in runtime config.
+# containerd's kill classification (``checkKillError`` in ``pkg/process/utils.go`` at v1.6.20), used by every
+# built-in runtime config.
 DEFAULT_FINISHED_PATTERNS: tuple[str, ...] = (
     r"os: process already finished",
     r"container not running",

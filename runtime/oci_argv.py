@@ -1,4 +1,5 @@
-"""Pure argv builders for OCI-CLI runtimes, in go-runc's argument order (spec oci-runtime-cli.md §1-2).
+"""Pure argv builders for OCI-CLI runtimes, in go-runc's argument order (``runc.go`` of
+github.com/containerd/go-runc v1.0.0).
 
 Rules:
 - Every function is pure: (OciConfig, spec) -> list[str]. No file system, no environment, no $PATH lookup;

@@ -1,6 +1,6 @@
 """Command-line flags of ``containerd-shim-pyshim-v1``, parsed the way Go's ``flag`` package does.
 
-Rules (shim-v2.md §2.1, containerd ``pkg/shim/shim.go`` ``parseFlags``):
+Rules (containerd ``pkg/shim/shim.go`` ``parseFlags`` at v1.6.20):
 - Spellings: ``-name value``, ``-name=value``, ``--name value``, ``--name=value``; boolean flags are given bare
   (``-debug``) or as ``-debug=true|false`` (Go's strconv.ParseBool words); a bare boolean never consumes the
   next argument. A repeated flag keeps its last value.

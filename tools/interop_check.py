@@ -3,7 +3,7 @@
 version runs a busybox container with the Go runc shim; our client calls the shim's Connect/State/Pids and
 containerd's Events.Forward, and the answers are compared with ctr's view.
 
-Usage: sudo /opt/pyshim/venv/bin/python tools/interop_check.py [--containerd VERSION ...]   (default 1.6.20)
+Usage: /opt/pyshim/venv/bin/python tools/interop_check.py [--containerd VERSION ...]   (default 1.6.20)
 
 Prints each comparison and a last line ``interop: N passed, M failed``; exits 1 if any check failed or a
 prerequisite is missing.  Versions other than 1.6.20 are downloaded into /var/cache/pyshim on first use.

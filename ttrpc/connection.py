@@ -2,7 +2,7 @@
 
 Rules (no trio, no sockets; bytes in via ``receive_data``, events out via ``next_event``, bytes out from ``send_*``):
 - Unary calls only.  A client sends only Request frames (flags 0); it never sends Data frames (a Data frame kills
-  a ttrpc 1.2 server, spec ttrpc.md section 4).
+  a ttrpc 1.2 server: ``services.go`` at ttrpc v1.2.7).
 - ServerConnection, per frame, in this order (ttrpc 1.2 order: the id check comes first):
   * oversized frame (any type)        -> Rejected RESOURCE_EXHAUSTED "message length N exceed maximum ..."
   * Request or Data on an even id     -> Rejected INVALID_ARGUMENT "StreamID must be odd for client initiated streams"

@@ -1,7 +1,7 @@
 """(b) A shim's own commands timed from outside: ``start`` until the socket answers, ``Shutdown``, ``delete``.
 
 Rules:
-- The shim binary is run exactly as containerd 1.6 runs it (shim-v2.md §2): the same argv, containerd's
+- The shim binary is run exactly as containerd 1.6 runs it (containerd ``runtime/v2/binary.go`` ``Start`` at v1.6.20): the same argv, containerd's
   environment plus GOMAXPROCS=2 and TTRPC_ADDRESS (1.7+: GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION too),
   cwd = a bundle with config.json and a ``log`` FIFO held open read-write (as containerd holds it), stdin
   /dev/null, in the cgroup containerd is in (forked by launcher.py, which joined it once). Timestamps are

@@ -1,4 +1,4 @@
-"""Process stdio for the shim: pipes, FIFOs, files, binary loggers and consoles (task-api.md §9).
+"""Process stdio for the shim: pipes, FIFOs, files, binary loggers and consoles (docs/architecture.md).
 
 The task service uses only what is exported here: `StdioConfig` and `ProcessIO` (one per process), the
 `Spawner` protocol it implements for binary loggers, and the errors it maps to client-visible messages.

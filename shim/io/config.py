@@ -1,6 +1,6 @@
 """What a process's stdio request asks for: the request strings and the plan derived from them (pure, no I/O).
 
-Rules (task-api.md §9.2, §9.4):
+Rules (containerd ``pkg/process/io.go`` ``createIO`` and ``NewBinaryIO`` at v1.6.20):
 - `terminal` wins: console mode, and the stdout string only chooses where the tty output goes.
 - Otherwise all three strings empty means null IO (the runtime gets /dev/null for 0/1/2).
 - Otherwise the scheme of `stdout` chooses: none or `fifo` -> pipes copied to FIFOs or files; `file` -> pipes

@@ -1,6 +1,6 @@
 """The console socket a runtime sends the pty master through, and window-size changes on that master.
 
-Rules (oci-runtime-cli.md §5, task-api.md §9.5-9.6):
+Rules (runc's ``--console-socket`` protocol, runc ``docs/terminals.md``; containerd ``pkg/process/init.go`` at v1.6.20):
 - `ConsoleSocket.create` makes a private directory `pty*` (under $XDG_RUNTIME_DIR if set, else the system temp
   dir) holding a listening unix stream socket `pty.sock`; the runtime gets its absolute path with
   `--console-socket`. With $XDG_RUNTIME_DIR the socket is made 0755|sticky, as go-runc does.

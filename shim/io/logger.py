@@ -1,6 +1,6 @@
 """The `binary://` logging process: how it is started, when it counts as ready, how it is stopped.
 
-Rules (task-api.md §9.4):
+Rules (containerd ``pkg/process/io.go`` ``NewBinaryIO`` at v1.6.20):
 - The logger is exec'd with argv from the URI, an environment of exactly CONTAINER_ID and
   CONTAINER_NAMESPACE, /dev/null as 0/1/2, and fd 3 = the read end of the stdout pipe, fd 4 = the read end of
   the stderr pipe, fd 5 = the write end of a readiness pipe. It is ready when it writes a byte to fd 5 or

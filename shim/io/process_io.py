@@ -1,6 +1,6 @@
 """ProcessIO: every fd and copy task of one process's stdio, from before the runtime call to delete.
 
-Lifecycle (task-api.md §9, oci-runtime-cli.md §5 and §7):
+Lifecycle (containerd ``pkg/process/io.go`` and ``init.go`` at v1.6.20, runc ``docs/terminals.md``):
 1. `prepare` (before runtime create/exec): pipes for the requested streams (container ends fchown'ed to
    io_uid/io_gid), or a started and ready binary logger, or a console socket. `runtime_stdio` are the fds to
    give the runtime as 0/1/2 (None = /dev/null, or captured output at the caller's choice in terminal mode).

@@ -3,7 +3,7 @@
 Public API: ``Mount`` (a containerd.types.Mount as a frozen dataclass), ``mount_all(mounts, target)``,
 ``parse_options(options)``, and from unmount.py ``unmount_all(target)``, ``mounts_under``, ``MountError``.
 
-Rules (task-api.md §4.2, shim-v2.md §6, §9; behaviour learned from containerd ``mount/mount_linux.go``):
+Rules (behaviour learned from containerd ``mount/mount_linux.go`` at v1.6.20 and v2.1.9):
 - Options are fstab words. FLAG_WORDS become mount flags (a later word overrides an earlier one: ``ro`` then
   ``rw`` leaves read-write); PROPAGATION_WORDS (``shared``, ``rprivate``, ...) are applied by a second
   mount(2) call after the mount, since the kernel refuses them mixed with other flags (upstream 1.6-2.1 has no

@@ -3,7 +3,7 @@
 Split from mount.py so that ``delete`` (critical path) loads neither dataclasses nor the mounting code.
 mount.py re-exports ``unmount_all``, ``mounts_under`` and ``MountError``.
 
-Rules (shim-v2.md §6, §9; upstream ``mount.UnmountRecursive``/``UnmountAll``):
+Rules (containerd ``mount/mount_linux.go`` ``UnmountRecursive``/``UnmountAll`` at v1.6.20):
 - ``unmount_all(target)`` removes every mount at or under ``target``, deepest path first, pass after pass
   until /proc/self/mountinfo lists none (stacked mounts, and mounts hidden below a later mount, surface one
   pass at a time). A pass that removes nothing ends with MountError (EBUSY) naming what is left.

@@ -92,7 +92,7 @@ def integration_host() -> None:
     if os.geteuid() != 0:
         unavailable("integration tests need root (containerd, runc, mounts)")
     if shutil.which("runc") is None:
-        unavailable("runc is not installed (sudo ./install.sh)")
+        unavailable("runc is not installed (./install.sh, as root)")
     if "overlay" not in Path("/proc/filesystems").read_text():
         unavailable("the kernel has no overlay filesystem (needed by the overlayfs snapshotter)")
 

@@ -23,7 +23,7 @@ def envtag_installed() -> None:
     try:
         metadata.distribution(DIST)
     except metadata.PackageNotFoundError:
-        unavailable(f"{DIST} is not installed in this venv (sudo ./install.sh --dev installs tests/plugins/{DIST})")
+        unavailable(f"{DIST} is not installed in this venv (./install.sh --dev, as root, installs tests/plugins/{DIST})")
 
 
 def test_plugin_backend_runs_a_container(containerd, pyshim_binary, envtag_installed, busybox_rootfs, tmp_path):

@@ -1,4 +1,4 @@
-"""binary:// logging (task-api.md §9.4) with a real logger program, spawned through a Spawner.
+"""binary:// logging (containerd ``pkg/process/io.go`` ``NewBinaryIO`` at v1.6.20) with a real logger program, spawned through a Spawner.
 
 `PosixSpawner` stands in for the daemon's reaper-backed spawner: posix_spawn with fds moved to 3, 4, 5 and
 exits collected by polling waitpid on that one pid (no other reaper runs in these tests).

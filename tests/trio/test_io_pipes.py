@@ -1,4 +1,4 @@
-"""ProcessIO in pipe mode with real pipes and FIFOs (task-api.md §9.3-9.4, §9.7).
+"""ProcessIO in pipe mode with real pipes and FIFOs (containerd ``pkg/process/io.go`` at v1.6.20).
 
 The test plays both other parties: the runtime/container (it keeps dups of `runtime_stdio`, as the container
 process would, before `start` closes the shim's copies) and the client (it mkfifo's the paths and opens the

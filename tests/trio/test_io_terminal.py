@@ -1,4 +1,4 @@
-"""ProcessIO in terminal mode with a real pty (task-api.md §9.5-9.7, oci-runtime-cli.md §5).
+"""ProcessIO in terminal mode with a real pty (runc's --console-socket hand-over, containerd ``pkg/process/init.go`` at v1.6.20).
 
 The test plays the runtime: it opens a pty pair, connects to the console socket and sends the master with
 SCM_RIGHTS, closes its copy of the master and keeps the slave as the container process would. The client's

@@ -270,7 +270,7 @@ async def test_unknown_service_and_method_answer_exactly_like_go(server: Server)
             with pytest.raises(StatusError) as info:
                 await client.call(SVC, "Nope", KV(), KV)
             assert (info.value.code, info.value.message) == (Code.UNIMPLEMENTED, "method Nope")
-        async with raw_connection(server) as peer:  # the wire bytes of spec ttrpc.md 11.5
+        async with raw_connection(server) as peer:  # an unknown service, byte for byte
             await peer.send(raw_request(1, "Connect", KV(), service="containerd.task.v3.Task"))
             expected = bytes.fromhex("00000025 00000001 0200 0a23080c121f") + b"service containerd.task.v3.Task"
             got = b""

@@ -1,4 +1,4 @@
-"""Mode selection for process stdio (task-api.md §9.2, §9.4): a table of requests and the plans they give."""
+"""Mode selection for process stdio (containerd ``pkg/process/io.go`` at v1.6.20): a table of requests and the plans they give."""
 from __future__ import annotations
 
 import pytest

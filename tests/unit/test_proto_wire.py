@@ -1,9 +1,10 @@
-"""Exact bytes of pyshim's protos against the worked examples of the specs.
+"""Exact bytes of pyshim's protos against worked examples of the wire format.
 
-Rules: expected bytes are transcribed from /work/shared/spec/ttrpc.md §11
-(frames include their 10-byte header, checked against the payload length) or,
-for the bootstrap handshake, computed by hand from the proto encoding rules
-and noted as such.  Nothing here is derived by running the code under test.
+Rules: expected bytes are hex dumps written out by hand from the ttrpc framing (``channel.go`` of
+github.com/containerd/ttrpc v1.1.1: a 10-byte header, checked against the payload length here), its
+``request.proto`` (Request, Response, Status) and protobuf's encoding rules; the bootstrap handshake's the same
+way from containerd 2.4.2's ``api/runtime/bootstrap/v1/bootstrap.proto``.  Nothing here is derived by running
+the code under test.
 """
 import pytest
 from google.protobuf import any_pb2, timestamp_pb2
@@ -30,7 +31,7 @@ def test_connect_request_and_response(module):
         "08 92 21 10 cc 21")
 
 
-def test_connect_call_frame():  # ttrpc.md §11.1
+def test_connect_call_frame():
     data = frame_data("""00 00 00 58 00 00 00 01 01 00 0a 17 63 6f 6e 74 61 69 6e 65 72 64 2e 74 61 73 6b 2e
         76 32 2e 54 61 73 6b 12 07 43 6f 6e 6e 65 63 74 1a 07 0a 05 72 65 64 69 73 20 80 e4 97 d0 12 2a 25 0a
         1a 63 6f 6e 74 61 69 6e 65 72 64 2d 6e 61 6d 65 73 70 61 63 65 2d 74 74 72 70 63 12 07 64 65 66 61 75
@@ -41,14 +42,14 @@ def test_connect_call_frame():  # ttrpc.md §11.1
     assert request.SerializeToString() == data
 
 
-def test_connect_success_response_frame():  # ttrpc.md §11.2
+def test_connect_success_response_frame():
     data = frame_data("00 00 00 08 00 00 00 01 02 00 12 06 08 92 21 10 cc 21", stream=1, kind=2)
     response = ttrpc_pb2.Response.FromString(data)
     assert not response.HasField("status")
     assert task_v2_pb2.ConnectResponse.FromString(response.payload).task_pid == 4300
 
 
-def test_kill_request_and_not_found_answer():  # ttrpc.md §11.4
+def test_kill_request_and_not_found_answer():
     kill = task_v2_pb2.KillRequest(id="redis", signal=9, all=True)
     assert kill.SerializeToString() == bytes.fromhex("0a 05 72 65 64 69 73 18 09 20 01")
     data = frame_data("""00 00 00 52 00 00 00 03 01 00 0a 17 63 6f 6e 74 61 69 6e 65 72 64 2e 74 61 73 6b 2e
@@ -64,14 +65,14 @@ def test_kill_request_and_not_found_answer():  # ttrpc.md §11.4
     assert ttrpc_pb2.Response(status=status).SerializeToString() == answer
 
 
-def test_unknown_service_answer():  # ttrpc.md §11.5
+def test_unknown_service_answer():
     data = frame_data("""00 00 00 25 00 00 00 01 02 00 0a 23 08 0c 12 1f 73 65 72 76 69 63 65 20 63 6f 6e 74
         61 69 6e 65 72 64 2e 74 61 73 6b 2e 76 33 2e 54 61 73 6b""", stream=1, kind=2)
     status = status_pb2.Status(code=12, message="service containerd.task.v3.Task")
     assert ttrpc_pb2.Response(status=status).SerializeToString() == data
 
 
-def test_forward_of_a_task_exit_event():  # ttrpc.md §11.6
+def test_forward_of_a_task_exit_event():
     data = frame_data("""00 00 00 ca 00 00 00 01 01 00 0a 2a 63 6f 6e 74 61 69 6e 65 72 64 2e 73 65 72 76 69
         63 65 73 2e 65 76 65 6e 74 73 2e 74 74 72 70 63 2e 76 31 2e 45 76 65 6e 74 73 12 07 46 6f 72 77 61 72
         64 1a 66 0a 64 0a 0b 08 80 e2 cf aa 06 10 80 84 af 5f 12 07 64 65 66 61 75 6c 74 1a 0b 2f 74 61 73 6b
@@ -103,7 +104,7 @@ def test_envelopes_are_wire_identical():
     assert len(shape(event_pb2.Envelope)) == 4
 
 
-def test_not_exited_timestamp():  # ttrpc.md §11.7
+def test_not_exited_timestamp():
     wait = task_v2_pb2.WaitResponse(exited_at=timestamp_pb2.Timestamp(seconds=-62135596800))
     assert wait.SerializeToString() == bytes.fromhex("12 0b 08 80 92 b8 c3 98 fe ff ff ff 01")
 

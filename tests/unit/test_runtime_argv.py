@@ -1,6 +1,6 @@
 """Argv tables for every command of the OCI-CLI builders, for each built-in runtime config (no binary needed).
 
-Expected lists are written out by hand from go-runc's argument order (spec oci-runtime-cli.md §1-2).
+Expected lists are written out by hand from go-runc's argument order (``runc.go`` of go-runc v1.0.0).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The classification table: runtime error text -> domain error (containerd's checkKillError rules, task-api §4.5),
+"""The classification table: runtime error text -> domain error (containerd's checkKillError rules, ``pkg/process/utils.go`` at v1.6.20),
 plus the per-runtime patterns of the built-in configs, using messages the real binaries printed on this machine."""
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ async def test_checkpoint_failure_keeps_criu_log(bundle, tmp_path):
     (work / "dump.log").write_text("criu says no\n")
 
     def fail(call):
-        _log_error(bundle, "criu failed: type NOTIFY errno 0\nlog file: /work/dump.log")
+        _log_error(bundle, "criu failed: type NOTIFY errno 0\nlog file: /var/lib/criu/dump.log")
         return 1, b""
     spec = CheckpointSpec(CriuOptions(image_path=str(tmp_path / "img"), work_path=str(work)), leave_running=True)
     with pytest.raises(RuntimeFailed) as info:

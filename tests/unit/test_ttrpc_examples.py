@@ -1,4 +1,4 @@
-"""The worked byte examples of spec ttrpc.md section 11, reproduced exactly by the sans-IO layer.
+"""Worked byte examples of ttrpc calls (the hex dumps of test_proto_wire.py), reproduced exactly by the sans-IO layer.
 
 Rules: each example is produced by our encoder byte for byte, and decoded back by the opposite side.
 Method payloads (containerd messages) are written out as bytes here, since this package knows only the envelope.

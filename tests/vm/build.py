@@ -205,7 +205,7 @@ def ensure(spec: S.ImageSpec, log=print) -> tuple[Image, bool]:
         raise BuildError("building the VM image needs root (debootstrap, chroot)")
     missing = [t for t in ("debootstrap", "cpio", "mkfs.ext4", "dpkg-deb", "apt-get") if shutil.which(t) is None]
     if missing:
-        raise BuildError(f"host tools missing: {', '.join(missing)} (sudo ./install.sh --dev)")
+        raise BuildError(f"host tools missing: {', '.join(missing)} (./install.sh --dev, as root)")
     key = spec.key()
     image = Image(CACHE / key, key)
     if image.complete():

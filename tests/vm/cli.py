@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.build_only:
         return 0
     if shutil.which(qemu.QEMU) is None:
-        print(f"tools/vm-test: {qemu.QEMU} not found (install Debian's qemu-system-x86: sudo ./install.sh)",
+        print(f"tools/vm-test: {qemu.QEMU} not found (install Debian's qemu-system-x86: ./install.sh, as root)",
               file=sys.stderr)
         return 2
     cpuinfo = Path("/proc/cpuinfo").read_text()

@@ -1,6 +1,6 @@
 """Checkpoint and restore in domain terms: which CRIU options the backend gets, and where CRIU's files go.
 
-Rules (task-api.md §4.12; upstream C16 pkg/process/init.go `checkpoint`, `createCheckpointedState`):
+Rules (containerd ``pkg/process/init.go`` ``checkpoint``, ``createCheckpointedState`` at v1.6.20):
 - `CheckpointRequest` is containerd's CheckpointTaskRequest with its `containerd.runc.v1.CheckpointOptions`
   already decoded by shim/runc/service.py; nothing here knows protobuf.
 - Image directory: the request's `path`. containerd always fills it: with the options' image_path when it

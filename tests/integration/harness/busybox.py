@@ -67,7 +67,7 @@ def _is_static_elf(path: Path) -> bool:
 
 def _source_binary() -> Path:
     if not BUSYBOX.exists():
-        raise Unavailable(f"{BUSYBOX} missing: install Debian's busybox-static package (sudo ./install.sh)")
+        raise Unavailable(f"{BUSYBOX} missing: install Debian's busybox-static package (./install.sh, as root)")
     if not _is_static_elf(BUSYBOX):
         raise Unavailable(f"{BUSYBOX} is not statically linked: install busybox-static instead of busybox")
     return BUSYBOX

@@ -149,7 +149,7 @@ class CriContainerd(PrivateContainerd):
         return (bundle / "address").read_text()
 
     def group_socket(self, group_id: str) -> Path:
-        """The socket a shim of grouping id ``group_id`` binds (upstream's naming, shim-v2.md §4)."""
+        """The socket a shim of grouping id ``group_id`` binds (upstream's naming, shim/address.py)."""
         name = f"{self.address}/{CRI_NAMESPACE}/{group_id}"
         return Path("/run/containerd/s") / hashlib.sha256(name.encode()).hexdigest()
 

@@ -142,7 +142,7 @@ def static_binary(name: str, source: str) -> Path:
             res = subprocess.run(["gcc", "-static", "-Os", "-s", "-o", tmp, str(src)],
                                  capture_output=True, text=True, timeout=300)
         except FileNotFoundError:
-            raise Unavailable("gcc is needed to build the CRI test images (sudo ./install.sh)") from None
+            raise Unavailable("gcc is needed to build the CRI test images (./install.sh, as root)") from None
         if res.returncode != 0:
             os.unlink(tmp)
             raise Unavailable(f"gcc -static {name}.c failed (libc6-dev installed?): {res.stderr.strip()}")

@@ -260,7 +260,7 @@ class PrivateContainerd:
         return sorted(p for p in found if p.exists())
 
     def computed_shim_sockets(self, group_id: str) -> tuple[Path, Path]:
-        """Upstream's socket names for a shim of grouping id ``group_id`` (shim-v2.md §4), and 2.x's debug one."""
+        """Upstream's socket names for a shim of grouping id ``group_id`` (containerd ``pkg/shim/util_unix.go`` ``SocketAddress`` at v1.6.20), and 2.x's debug one."""
         base = f"{self.address}/{self.namespace}/{group_id}"
         return tuple(Path("/run/containerd/s") / hashlib.sha256(n.encode()).hexdigest() for n in (base, base + "/debug"))
 

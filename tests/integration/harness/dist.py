@@ -99,7 +99,7 @@ def locate(version: str) -> Dist:
         try:
             return _check_dist(version, SYSTEM_BINDIR)
         except Unavailable as exc:
-            raise Unavailable(f"{exc} (install Debian bookworm's containerd package: sudo ./install.sh)") from None
+            raise Unavailable(f"{exc} (install Debian bookworm's containerd package: ./install.sh, as root)") from None
     if version not in ARCHIVE_SUITES and version not in GO_MODULE_VERSIONS:
         raise Unavailable(f"containerd {version} is not one of the supported versions {VERSIONS}")
     vdir = version_dir(version)
