@@ -88,7 +88,7 @@ say "pip install $target"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$target"
 
 script="$VENV/bin/$SHIM"
-# pip's console script imports `re`, runs `site` and finalises the interpreter: ~7 ms of CPU on every start and
+# pip's console script imports `re`, runs `site` and finalises the interpreter: CPU on every start and
 # delete, which containerd waits for. Replace it with a launcher that skips all three (-IS, os._exit) and puts
 # only our site-packages on sys.path.
 purelib="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"

@@ -55,7 +55,7 @@ def _path_stamp() -> tuple:
 
 def _installed() -> list[Any]:
     """The group's entry points, scanned once per process while sys.path's directories stay unchanged (the scan
-    reads every distribution's metadata: ~4 ms per Create otherwise); a pip install or uninstall rescans."""
+    reads every distribution's metadata, a cost per Create otherwise); a pip install or uninstall rescans."""
     global _scan
     stamp = _path_stamp()
     if _scan is None or _scan[0] != stamp:
@@ -102,8 +102,7 @@ def make_backend(name: str, options: Mapping[str, Any], launcher: Launcher, name
                  entry_points: Iterable[Any] | None = None) -> RuntimeBackend:
     """Load the entry point `name`, call its factory with (options, launcher, namespace) and check the result.
 
-    The entry point is described (which parses its distribution's METADATA: ~1.5 ms in a fresh daemon) only
-    for an error message."""
+    The entry point is described (which parses its distribution's METADATA) only for an error message."""
     ep = _find(name, entry_points)
     try:
         factory = ep.load()

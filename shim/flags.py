@@ -20,7 +20,7 @@ Rules (containerd ``pkg/shim/shim.go`` ``parseFlags`` at v1.6.20):
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, nor collections (~1-3 ms CPU)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, nor collections
 if TYPE_CHECKING:
     from collections.abc import Sequence
 

@@ -1,8 +1,8 @@
 """``Record``: a frozen value class for the critical path, declared like a frozen dataclass.
 
-Why not ``@dataclass(frozen=True)``: importing ``dataclasses`` pulls in ``inspect`` (ast, dis, tokenize, ...)
-and costs about 8 ms of wall time, a third of a whole ``start`` (measured: 27.5 ms with it, ~19 ms without).
-``start``, ``delete``, ``-info`` and ``-v`` run while containerd waits, so their value types use this instead.
+Why not ``@dataclass(frozen=True)``: importing ``dataclasses`` pulls in ``inspect`` (ast, dis, tokenize, ...), a
+third of a whole ``start`` (bench/README.md, "Import costs on the critical path"). ``start``, ``delete``,
+``-info`` and ``-v`` run while containerd waits, so their value types use this instead.
 
 Rules:
 - Fields are the class's annotations, in order; a class attribute of the same name is the default. Subclassing

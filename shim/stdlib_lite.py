@@ -1,8 +1,8 @@
-"""Lean stand-ins for the stdlib modules that make a cold ``start``/``delete`` slow.
+"""Lite stand-ins for the stdlib modules that make a cold ``start``/``delete`` slow.
 
-``socket``, ``signal`` and ``json`` (through ``re``) each import ``enum``; together they cost ~10 ms of wall
-time per process, about half of a whole ``start`` on the development machine (22 ms with them, ~12 ms
-without). containerd waits for ``start`` on every container and for ``delete`` on every task removal.
+``socket``, ``signal`` and ``json`` (through ``re``) each import ``enum``, which costs a large part of a whole
+``start`` (bench/README.md, "Import costs on the critical path"). containerd waits for ``start`` on every container
+and for ``delete`` on every task removal.
 
 Rules:
 - Only the C modules behind the public ones are used (``_socket``, ``_signal``, ``_json``'s scanner), each

@@ -8,8 +8,8 @@ Run as ``python -P -m shim.forkserver DIR MODULE:MANAGER [padding]`` (client.rev
 - Before serving it imports every module of shim/ttrpc/runtime/protos and what a daemon imports lazily
   (preload.py) with the collector off, runs a trial trio run building a daemon's parts (a finished
   run leaves no loop and no thread), then ``gc.freeze()``: daemons share those pages and their collector
-  skips them (no collection before the freeze: ~0.5 MiB less copied per daemon; the trial run ~0.2 MiB per
-  daemon and ~0.6 MiB per zygote less, measured with bench-style USS sums).
+  skips them (no collection before the freeze, and the trial run: both leave less to copy per daemon;
+  bench/README.md has the figures).
 - It never accepts a request itself: POOL zygotes (zygote.py) wait on its listening socket, and
   one of them checks a request and becomes the daemon. The server only keeps the pool full: a zygote's
   channel reaching EOF means it was taken (or died), and another is forked at once. Single-threaded, no

@@ -6,8 +6,8 @@ Rules:
   creates the socket and ends: its namespace dies with it, so there is nothing to restore and nothing can
   leak into a reused worker thread. The dump then runs on the calling thread with that socket.
 - pyroute2's message class `ifinfmsg` encodes the RTM_GETLINK dump and decodes the replies (name and
-  IFLA_STATS64). pyroute2's IPRoute is not used: it builds and tears down an asyncio loop per instance
-  (~6 ms a call here, against ~1 ms for this path).
+  IFLA_STATS64). pyroute2's IPRoute is not used: it builds and tears down an asyncio loop per instance, several
+  times this path's cost (bench/README.md).
 - Loopback interfaces are skipped (IFF_LOOPBACK, read from the message header before decoding):
   traffic inside the container is not network usage; cAdvisor/kubelet and Docker's stats do the same.
 - `host_netns(pid)` tells whether the process shares the shim's network namespace (same inode and
