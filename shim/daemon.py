@@ -7,10 +7,15 @@ Rules:
   close-on-exec, diagnostics to the bundle's ``log`` FIFO (daemon_log.py), child subreaper, and a core
   scheduling cookie when containerd asks for one (``SCHED_CORE`` in the environment).
 - ``build`` makes the parts in a fixed order (the reaper, the launcher on it, the event publisher, the
-  ``Daemon`` context, the manager's task service, the ttrpc server) and does no I/O; ``serve`` starts them in
-  the root nursery: reaper, publisher, the service's own ``run``, then the server. Shutdown (the service calls
-  ``Daemon.shutdown``, or SIGTERM/SIGINT) unlinks the socket, lets in-flight calls finish for up to
-  SERVER_DRAIN, lets the publisher drain for up to PUBLISH_DRAIN, and exits.
+  ``Daemon`` context, the manager's task service, the occupancy, the ttrpc server) and does no I/O; ``serve``
+  starts them in the root nursery: reaper, publisher, the service's own ``run``, the occupancy's idle exit, then
+  the server. The service's Task methods are registered behind ``Occupancy.wrap`` (task ids, log routing).
+- Shutdown: a daemon of a group leaves when the service calls ``Daemon.shutdown`` (no task left); a daemon shared
+  by unrelated containers (``-shared MAX:IDLE``, shim/sharing.py) leaves when its occupancy has been idle for IDLE
+  seconds, and also serves ``pyshim.shard.v1.Shard/Reserve``; any daemon leaves on SIGTERM/SIGINT. Leaving
+  unlinks the socket, lets in-flight calls finish for up to SERVER_DRAIN, lets the publisher drain for up to
+  PUBLISH_DRAIN, and exits.
+- A shared daemon moves its cwd to ``/``: the bundle it started in belongs to one container and goes with it.
 - The daemon owns its socket file: it unlinks the path its listener is bound to, while still bound, so a
   concurrent ``start`` of the group binds a fresh socket instead of taking ours for stale.
 - SIGUSR1 logs every trio task and where it waits (like the Go shim's stack dump).
@@ -24,14 +29,17 @@ import socket
 
 import trio
 
+from shim import sharing
 from shim.events import Publisher, TaskEvents
 from shim.flags import ShimFlags
 from shim.linux.libc import prctl
+from shim.occupancy import Occupancy
 from shim.reaper import Reaper, ReaperLauncher
 from ttrpc.server import Server
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from shim.daemon_log import TaskLogs
     from shim.manager import Manager
     from shim.service import TaskService
 
@@ -62,11 +70,18 @@ class Daemon:
         self.launcher = launcher
         self.publisher = publisher
         self.events = TaskEvents(publisher)
+        self.shared = shared_settings(flags.shared)
         self._shutdown = trio.Event()
 
     def shutdown(self) -> None:
         """Let the daemon exit: call it from Shutdown once no task is left (containerd sends Shutdown after
-        every Delete; a daemon of a group keeps serving while other tasks remain)."""
+        every Delete; a daemon of a group keeps serving while other tasks remain). A shared daemon ignores it:
+        it leaves after its idle time (shim/occupancy.py)."""
+        if self.shared is None:
+            self._shutdown.set()
+
+    def stop(self) -> None:
+        """Leave now, whatever the tasks (SIGTERM, or a shared daemon's idle exit)."""
         self._shutdown.set()
 
     @property
@@ -79,22 +94,40 @@ class Daemon:
         await self._shutdown.wait()
 
 
+def shared_settings(value: str) -> sharing.Sharing | None:
+    """The ``-shared MAX:IDLE`` flag; None for a daemon that is not shared. A malformed value is a ValueError."""
+    if not value:
+        return None
+    max_tasks, _, idle = value.partition(":")
+    settings = sharing.Sharing(key="", max_tasks=int(max_tasks), idle_exit=float(idle or 0))
+    if settings.max_tasks < 1 or settings.idle_exit < 0:
+        raise ValueError(f"-shared {value!r}: MAX_TASKS must be at least 1 and IDLE_SECONDS not negative")
+    return settings
+
+
 class Parts:
     """The daemon's parts, made by ``build`` and started by ``serve``."""
 
-    def __init__(self, daemon: Daemon, service: TaskService, server: Server) -> None:
-        self.daemon, self.service, self.server = daemon, service, server
+    def __init__(self, daemon: Daemon, service: TaskService, occupancy: Occupancy, server: Server) -> None:
+        self.daemon, self.service, self.occupancy, self.server = daemon, service, occupancy, server
 
 
-def build(manager: Manager, flags: ShimFlags) -> Parts:
+def build(manager: Manager, flags: ShimFlags, task_logs: TaskLogs | None = None) -> Parts:
     """Construct (no I/O, no tasks started) the parts of a daemon for ``manager``."""
+    from shim.service import SERVICES
+
     reaper = Reaper()
     publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""), flags.namespace)
     daemon = Daemon(flags, reaper, ReaperLauncher(reaper), publisher)
     service = manager.task_service(daemon)
+    occupancy = Occupancy(flags.id, task_logs, daemon.shared, daemon.stop)
     server = Server()
-    service.register(server)
-    return Parts(daemon, service, server)
+    methods = occupancy.wrap(service.methods())
+    for name in SERVICES:
+        server.register(name, methods)
+    if daemon.shared is not None:
+        server.register(sharing.SERVICE, occupancy.shard_methods())
+    return Parts(daemon, service, occupancy, server)
 
 
 def set_subreaper() -> None:
@@ -125,30 +158,34 @@ def run(manager: Manager, flags: ShimFlags, listen_fd: int) -> int:
 
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     _cloexec_inherited()
-    setup_logging(flags, manager.name)
+    task_logs = setup_logging(flags, manager.name)
     try:
         set_subreaper()
         if os.environ.get("SCHED_CORE"):
             enable_sched_core()
+        if flags.shared:
+            os.chdir("/")
         sock = socket.socket(fileno=listen_fd)
-        trio.run(serve, manager, flags, sock)
+        trio.run(serve, manager, flags, sock, task_logs)
     except Exception:
         log.exception("shim daemon failed")
         return 1
     return 0
 
 
-async def serve(manager: Manager, flags: ShimFlags, sock: socket.socket) -> None:
+async def serve(manager: Manager, flags: ShimFlags, sock: socket.socket, task_logs: TaskLogs | None = None) -> None:
     """The daemon's trio run: the root nursery and the shutdown sequence (see the module rules)."""
     path = sock.getsockname()
     unlinked = False
     try:
-        parts = build(manager, flags)
-        log.info("starting %s daemon, listening on %s", manager.name, path)
+        parts = build(manager, flags, task_logs)
+        log.info("starting %s daemon%s, listening on %s", manager.name,
+                 f" shared by up to {parts.daemon.shared.max_tasks} tasks" if parts.daemon.shared else "", path)
         async with trio.open_nursery() as root:
             await root.start(parts.daemon.reaper.run)
             await root.start(parts.daemon.publisher.run)
             await root.start(parts.service.run)
+            await root.start(parts.occupancy.run)
             listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
             root.start_soon(parts.server.serve, listener)
             root.start_soon(_signals, parts.daemon)
@@ -181,7 +218,7 @@ async def _signals(daemon: Daemon) -> None:
             if signum == signal.SIGUSR1:
                 log.info("task dump:\n%s", "\n".join(_task_tree(trio.lowlevel.current_root_task())))
             else:
-                daemon.shutdown()
+                daemon.stop()
 
 
 def _task_tree(task, depth: int = 0) -> list[str]:

@@ -37,6 +37,7 @@ _STRING_FLAGS = {
     "bundle": "bundle",
     "socket": "socket",
     "debug-socket": "debug_socket",
+    "shared": "shared",
 }
 _BOOL_FLAGS = {"debug": "debug", "v": "version", "info": "info"}
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
@@ -52,6 +53,7 @@ Usage: {program} [flags] [start|delete]
   -bundle string          path to the bundle if not workdir
   -socket string          socket path to serve (daemon without an inherited fd 3)
   -debug-socket string    accepted for compatibility; unused
+  -shared string          daemon only, set by start: MAX_TASKS:IDLE_SECONDS of a daemon shared by containers
   -debug                  enable debug output in logs
   -v                      show the shim version and exit
   -info                   read runtime options (an Any) from stdin, print a RuntimeInfo protobuf, and exit
@@ -86,6 +88,7 @@ class ShimFlags(Record):
     action: str = ""            # "start", "delete", "" for the daemon, or whatever non-flag word came first
     extra: tuple[str, ...] = ()  # unknown flags that were skipped, as given
     debug_socket: str = ""
+    shared: str = ""            # "max_tasks:idle_exit" for a daemon that unrelated containers share (sharing.py)
 
 
 def parse(argv: Sequence[str]) -> ShimFlags:

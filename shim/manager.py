@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from shim.daemon import Daemon
     from shim.service import TaskService
+    from shim.sharing import Sharing
 
 __all__ = ["CleanupRequest", "Manager", "StartRequest"]
 
@@ -78,6 +79,15 @@ class Manager:
     def daemon_cgroup(self, request: StartRequest) -> str:
         """The cgroup a newly started daemon moves into ("" to stay in containerd's). Default: ""."""
         return ""
+
+    def sharing(self, request: StartRequest) -> Sharing | None:
+        """Share daemons between unrelated containers (shim/sharing.py): the key, the tasks per daemon and the
+        idle time; None to group by ``group`` only. Default: None."""
+        return None
+
+    def use_forkserver(self, request: StartRequest) -> bool:
+        """Ask the fork server (``forkserver``) for this container's new daemon. Default: True."""
+        return True
 
     def cleanup(self, request: CleanupRequest) -> int:
         """Release whatever container ``request.id`` still holds after its task or daemon is gone.

@@ -248,7 +248,7 @@ class Server:
                 result = await method.handler(ctx, message)
         if result is None:
             raise StatusError("ttrpc: marshal called with nil", Code.UNKNOWN)
-        if not isinstance(result, Message):
+        if not callable(getattr(result, "SerializeToString", None)):  # a protobuf Message, or any codec alike
             raise StatusError(f"ttrpc: error unsupported response type: {type(result).__name__}", Code.INTERNAL)
         return result.SerializeToString()
 

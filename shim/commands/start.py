@@ -9,6 +9,10 @@ Rules (containerd ``pkg/shim/shim.go`` and ``runtime/v2/runc/manager/manager_lin
   before the daemon calls accept. A live socket of the group is reused: the container joins that daemon.
 - ``./address`` (the bundle is the cwd) is written atomically before the daemon starts, as upstream, because
   the daemon may look for it.
+- A manager that shares daemons (``Manager.sharing``) gets the shard walk of shim/sharing.py instead of one
+  group: the first shard that accepts a reservation, or the first free one (its new daemon counts this container
+  as reserved and gets ``-shared MAX:IDLE``). Concurrent starts never make two daemons for one shard (bind under
+  the directory lock) nor overfill one (the daemon decides each reservation in its one thread).
 - The daemon is made by ``spawn_daemon`` alone: forked by the fork server when the manager has one and it is
   running (shim/forkserver/, docs/architecture.md "Process model"), else spawned fresh and the fork server
   revived in the background. Either way: same program, argv ``-namespace NS -id ID -address ADDR [-debug]``,
@@ -38,6 +42,7 @@ from shim.forkserver import client as forkserver_client
 from shim.forkserver import protocol as forkserver_proto
 from shim.forkserver.protocol import package_root
 from shim.linux.cgroup_join import join_path
+from shim import sharing
 from shim.manager import StartRequest
 from shim.stdlib_lite import SIGKILL, SIGPIPE, SIGXFSZ
 from ttrpc import wire
@@ -68,6 +73,8 @@ def daemon_program() -> list[str]:
 
 def daemon_argv(flags: ShimFlags) -> list[str]:
     argv = ["-namespace", flags.namespace, "-id", flags.id, "-address", flags.address]
+    if flags.shared:
+        argv += ["-shared", flags.shared]
     if flags.debug:
         argv.append("-debug")
     return argv
@@ -87,14 +94,15 @@ def daemon_environ(program: list[str], environ: Mapping[str, str], manager: Mana
     return env
 
 
-def spawn_daemon(manager: Manager, flags: ShimFlags, listen_sock: Socket) -> int:
+def spawn_daemon(manager: Manager, flags: ShimFlags, listen_sock: Socket, forkserver: bool = True) -> int:
     """Start the daemon with ``listen_sock`` as its fd 3; return its pid. cwd = the current directory.
 
-    The fork server forks it when the manager has one and it is there (shim/forkserver/client.py); else a fresh
-    process is spawned and the fork server is brought back in the background for the next start."""
+    The fork server forks it when the manager has one, ``forkserver`` asks for it and it is there
+    (shim/forkserver/client.py); else a fresh process is spawned and the fork server is brought back in the
+    background for the next start."""
     program = daemon_program()
     env = daemon_environ(program, os.environ, manager)
-    if not manager.forkserver or not forkserver_proto.enabled(env):
+    if not (manager.forkserver and forkserver) or not forkserver_proto.enabled(env):
         return spawn_fresh(flags, listen_sock, program, env)
     location = forkserver_proto.Location.of(env, manager.forkserver)
     old_umask = os.umask(0o022)
@@ -175,22 +183,53 @@ def start(manager: Manager, flags: ShimFlags, options: tuple[bytes, ...],
     bundle = os.getcwd()
     request = StartRequest(id=flags.id, namespace=flags.namespace, address=flags.address, bundle=bundle,
                            options=options, debug=flags.debug)
+    shared = manager.sharing(request)
+    if shared is not None:
+        return start_shared(manager, flags, request, shared, socket_dir)
     address = addr.socket_address(flags.address, flags.namespace, manager.group(request), socket_dir)
     path = addr.socket_path(address)
     listener = addr.bind_or_reuse(path)
     if listener is None:
         bundle_files.write_address(bundle, address)
         return address
+    return new_daemon(manager, flags, request, listener, path, address)
+
+
+def start_shared(manager: Manager, flags: ShimFlags, request: StartRequest, shared: sharing.Sharing,
+                 socket_dir: str) -> str:
+    """The shard walk (module rules): the address of the daemon that took this container."""
+    refusals = []
+    for index in range(sharing.MAX_SHARDS):
+        group = sharing.shard_group(shared.key, index)
+        address = addr.socket_address(flags.address, flags.namespace, group, socket_dir)
+        path = addr.socket_path(address)
+        listener = addr.bind_or_reuse(path)
+        if listener is not None:
+            daemon_flags = flags.replace(shared=f"{shared.max_tasks}:{shared.idle_exit:g}")
+            return new_daemon(manager, daemon_flags, request, listener, path, address)
+        answer = sharing.reserve(path, flags.id)
+        if answer.accepted:
+            bundle_files.write_address(request.bundle, address)
+            return address
+        if len(refusals) < 3:
+            refusals.append(f"shard {index}: {answer.reason}")
+    raise StartError(f"no shard of {shared.key} took the container ({'; '.join(refusals)}; ...)")
+
+
+def new_daemon(manager: Manager, flags: ShimFlags, request: StartRequest, listener: Socket, path: str,
+               address: str) -> str:
+    """Spawn the daemon that will serve on ``listener`` (bound at ``path``); ``address`` once it is up."""
+    bundle = request.bundle
     pid = 0
     try:
-        for any_bytes in options:
+        for any_bytes in request.options:
             try:
                 wire.decode_any(any_bytes)
             except wire.WireError as exc:
                 raise StartError(f"cannot decode the runtime options (a google.protobuf.Any): {exc}") from None
         cgroup = manager.daemon_cgroup(request)
         bundle_files.write_address(bundle, address)
-        pid = spawn_daemon(manager, flags, listener)
+        pid = spawn_daemon(manager, flags, listener, manager.use_forkserver(request))
         if cgroup:
             join_path(pid, cgroup)
         adjust_oom_score(pid)

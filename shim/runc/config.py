@@ -33,7 +33,11 @@ DEFAULT_PATH = "/etc/containerd/pyshim.toml"
 ENV_PATH = "PYSHIM_CONFIG"
 BACKEND_ANNOTATION = "io.pyshim.backend"
 DEFAULT_BACKEND = "runc"
-TOP_KEYS = ("backend", "allowed_backends", "backends")
+TOP_KEYS = ("backend", "allowed_backends", "backends", "sharing", "max_tasks_per_daemon", "idle_timeout",
+            "fork_server")
+SHARING_MODES = ("pod", "namespace")
+DEFAULT_MAX_TASKS = 64       # bench/README.md, "Sharing mode": what one daemon serves before the next starts
+DEFAULT_IDLE_TIMEOUT = 60.0  # seconds a shared daemon without tasks waits for the next container
 RUNC_OPTION_KEYS = ("binary_name", "root", "systemd_cgroup", "criu_path")
 
 
@@ -50,11 +54,21 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Daemons:
+    """How containers share shim daemons (docs/configuration.md, "Choosing a sharing mode")."""
+    sharing: str = "pod"               # "pod": only by group annotation; "namespace": any container of the namespace
+    max_tasks_per_daemon: int = DEFAULT_MAX_TASKS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    fork_server: bool = True           # start daemons from the fork server (default: on for pod, off for namespace)
+
+
+@dataclass(frozen=True)
 class Config:
     source: str                        # where it came from, for messages ("built-in defaults" or a path)
     backend: str                       # the default backend's name
     allowed_backends: tuple[str, ...]  # names io.pyshim.backend may choose (the default is always allowed)
     backends: Mapping[str, Backend]
+    daemons: Daemons = Daemons()
 
     def backend_named(self, name: str) -> Backend:
         if name in self.backends:
@@ -102,13 +116,30 @@ def build(data: Mapping[str, Any], source: str) -> Config:
         raise ConfigError(f"{_where(source, 'backend')} must not be empty (e.g. backend = \"runc\")")
     allowed = _names(source, "allowed_backends", data.get("allowed_backends", []))
     tables = _expect(source, "backends", data.get("backends", {}), Mapping, "a table of backend tables")
+    daemons = _daemons(data, source)
     backends = {}
     for name, table in tables.items():
         key = f"backends.{name}"
         table = dict(_expect(source, key, table, Mapping, "a table of backend options"))
         entry_point = _expect(source, f"{key}.type", table.pop("type", name), str, "a backend type (string)")
         backends[name] = Backend(name, entry_point, MappingProxyType(table))
-    return Config(source, default, allowed, MappingProxyType(backends))
+    return Config(source, default, allowed, MappingProxyType(backends), daemons)
+
+
+def _daemons(data: Mapping[str, Any], source: str) -> Daemons:
+    mode = _expect(source, "sharing", data.get("sharing", "pod"), str, f"one of {', '.join(SHARING_MODES)}")
+    if mode not in SHARING_MODES:
+        raise ConfigError(f"{_where(source, 'sharing')} must be one of {', '.join(map(repr, SHARING_MODES))}, "
+                          f"got {mode!r}")
+    max_tasks = _expect(source, "max_tasks_per_daemon", data.get("max_tasks_per_daemon", DEFAULT_MAX_TASKS), int,
+                        "a whole number of tasks")
+    if max_tasks < 1:
+        raise ConfigError(f"{_where(source, 'max_tasks_per_daemon')} must be at least 1, got {max_tasks}")
+    idle = data.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
+    if isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle < 0:
+        raise ConfigError(f"{_where(source, 'idle_timeout')} must be a number of seconds (0 or more), got {idle!r}")
+    fork_server = _expect(source, "fork_server", data.get("fork_server", mode == "pod"), bool, "true or false")
+    return Daemons(mode, max_tasks, float(idle), fork_server)
 
 
 DEFAULTS = build({}, "built-in defaults")

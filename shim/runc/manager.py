@@ -8,6 +8,10 @@ Rules:
 - The daemon's cgroup: ``shim_cgroup`` of containerd.runc.v1.Options (field 3), or field 9 of the legacy
   containerd.linux.runc.CreateOptions that 1.6/1.7 clients send for runtimes not named io.containerd.runc.*
   (containerd's TestShimInCgroup). An options Any that does not decode fails the start.
+- Sharing: pyshim.toml's ``sharing = "namespace"`` (read through shim/runc/daemon_settings.py's cache) shares
+  daemons between the containers of a namespace whose runtime options and ``io.pyshim.backend`` annotation are
+  the same bytes: those decide the backend configuration and the daemon's cgroup, so containers that differ in
+  them never share a daemon. ``fork_server`` decides whether a new daemon is forked or spawned fresh.
 - ``delete`` runs shim/runc/cleanup.py; ``-info`` asks the OCI runtime for its features (shim/runc/features.py).
 - The daemon serves shim/runc/service.py over shim/runc/task/, with backends made per Create
   (shim/runc/backend_factory.py). Those imports happen inside ``task_service``: this module is on the
@@ -17,8 +21,15 @@ Rules:
 from __future__ import annotations
 
 from shim.manager import Manager
+from shim.runc import daemon_settings
 from shim.runc.typeurls import LEGACY_CREATE_OPTIONS, RUNC_OPTIONS, type_name
+from shim.sharing import Sharing
 from ttrpc import wire
+
+try:  # the builtin module avoids loading OpenSSL through hashlib
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover
+    from hashlib import sha256
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GROUP_ANNOTATIONS", "MANAGER", "RuncManager", "grouping_id", "shim_cgroup"]
 
+BACKEND_ANNOTATION = "io.pyshim.backend"  # as shim/runc/config.py
 GROUP_ANNOTATIONS = (
     "io.pyshim.group",
     "io.containerd.runc.v2.group",
@@ -72,6 +84,17 @@ class RuncManager(Manager):
             if cgroup:
                 return cgroup
         return ""
+
+    def sharing(self, request: StartRequest) -> Sharing | None:
+        settings = daemon_settings.settings(request.options)
+        if settings.sharing != "namespace":
+            return None
+        backend = request.annotations().get(BACKEND_ANNOTATION, "")
+        digest = sha256(b"\0".join([*request.options, str(backend).encode()])).hexdigest()
+        return Sharing(key=f"shared-{digest[:24]}", max_tasks=settings.max_tasks, idle_exit=settings.idle_timeout)
+
+    def use_forkserver(self, request: StartRequest) -> bool:
+        return daemon_settings.settings(request.options).fork_server
 
     def cleanup(self, request: CleanupRequest) -> int:
         from shim.runc.cleanup import cleanup

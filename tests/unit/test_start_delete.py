@@ -204,8 +204,8 @@ def fake_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     spawned: list[int] = []
     real_spawn = start.spawn_daemon
 
-    def recording_spawn(manager, flags: ShimFlags, listen_sock: socket.socket) -> int:
-        spawned.append(real_spawn(manager, flags, listen_sock))
+    def recording_spawn(manager, flags: ShimFlags, listen_sock: socket.socket, forkserver: bool = True) -> int:
+        spawned.append(real_spawn(manager, flags, listen_sock, forkserver))
         return spawned[-1]
 
     monkeypatch.setattr(start, "spawn_daemon", recording_spawn)

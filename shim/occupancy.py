@@ -1,0 +1,143 @@
+"""Which tasks a daemon serves, seen from the Task API: the task table's outline, reservations, idle exit.
+
+Rules:
+- ``wrap`` puts every Task method of a shim behind the same three steps, so no shim has to do them: the request's
+  ``id`` becomes ``daemon_log.current_task`` for the handler (and every trio task it starts); a Create that
+  succeeds makes its id a live task (``created``: its log FIFO opened, its reservation used up); a Delete of the
+  init (empty exec_id) that succeeds ends it (``deleted``). Requests are otherwise passed through untouched.
+- Sharing (shim/sharing.py): ``reserve`` answers a starting container. It accepts an id that is already live or
+  reserved, refuses once the daemon is closing, and refuses when live tasks + unexpired reservations reach
+  ``max_tasks``; otherwise it holds a place for RESERVATION_TTL. A Create is served even without a reservation
+  (containerd 2.3+ may attach a pod's containers to the sandbox's daemon without a start of their own).
+- Idle exit (sharing only, ``run``): once no task is live and no reservation is held for ``idle_exit`` seconds,
+  the daemon closes (every later reservation is refused) and shuts down. Without sharing, the daemon leaves on
+  ``Daemon.shutdown`` as before, and ``run`` does nothing.
+- Everything here runs in the daemon's one trio thread: the checks and the changes of one call never interleave
+  with another's.
+"""
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from shim import sharing
+from shim.daemon_log import TaskLogs, current_task
+from ttrpc.server import Method
+
+__all__ = ["Occupancy"]
+
+log = logging.getLogger(__name__)
+
+
+class Occupancy:
+    """The live tasks, reservations and idle exit of one daemon (see the module rules)."""
+
+    def __init__(self, first_task: str, task_logs: TaskLogs | None, shared: sharing.Sharing | None,
+                 on_idle) -> None:
+        self.tasks: dict[str, str] = {}         # live task id -> bundle
+        self.reservations: dict[str, float] = {}  # reserved id -> trio.current_time() deadline
+        self.closing = False
+        self._logs = task_logs
+        self._shared = shared
+        self._on_idle = on_idle                 # called once the idle exit is due
+        self._changed = trio.Event()
+        if shared is not None and first_task:
+            self._first = first_task            # reserved once trio runs (``run``)
+        else:
+            self._first = ""
+
+    # -- the Task API's view --------------------------------------------------------------------------
+    def wrap(self, methods: dict[str, Method]) -> dict[str, Method]:
+        """``methods`` with each handler behind the steps of the module rules."""
+        return {name: Method(m.request_type, self._wrapped(name, m.handler)) for name, m in methods.items()}
+
+    def _wrapped(self, name: str, handler):
+        async def call(ctx, request):
+            task = getattr(request, "id", "")
+            token = current_task.set(task)
+            try:
+                response = await handler(ctx, request)
+                if name == "Create":
+                    self.created(task, request.bundle)
+                elif name == "Delete" and not request.exec_id:
+                    self.deleted(task)
+                return response
+            finally:
+                current_task.reset(token)
+        return call
+
+    def created(self, task: str, bundle: str) -> None:
+        """``task`` is live (its Create succeeded)."""
+        self.reservations.pop(task, None)
+        self.tasks[task] = bundle
+        if self._logs is not None:
+            self._logs.open(task, bundle)
+        self._touch()
+
+    def deleted(self, task: str) -> None:
+        """``task`` is gone (its Delete succeeded)."""
+        self.tasks.pop(task, None)
+        if self._logs is not None:
+            self._logs.close_task(task)
+        self._touch()
+
+    # -- sharing --------------------------------------------------------------------------------------
+    def _expire(self) -> None:
+        now = trio.current_time()
+        for task, deadline in list(self.reservations.items()):
+            if deadline <= now:
+                del self.reservations[task]
+                log.warning("reservation of %s expired: no Create within %.0f s", task, sharing.RESERVATION_TTL)
+
+    def reserve(self, task: str) -> sharing.ReserveResponse:
+        """Hold a place for ``task`` if there is one (see the module rules)."""
+        if self.closing:
+            return sharing.ReserveResponse(False, "shutting down")
+        if task in self.tasks or task in self.reservations:
+            return sharing.ReserveResponse(True)
+        self._expire()
+        limit = self._shared.max_tasks if self._shared is not None else 1
+        used = len(self.tasks) + len(self.reservations)
+        if used >= limit:
+            return sharing.ReserveResponse(False, f"full: {used} of {limit} tasks")
+        self.reservations[task] = trio.current_time() + sharing.RESERVATION_TTL
+        self._touch()
+        return sharing.ReserveResponse(True)
+
+    def shard_methods(self) -> dict[str, Method]:
+        """The ``pyshim.shard.v1.Shard`` service of a sharing daemon."""
+        async def handle(ctx, request: sharing.ReserveRequest) -> sharing.ReserveResponse:
+            return self.reserve(request.id)
+        return {sharing.METHOD: Method(sharing.ReserveRequest, handle)}
+
+    @property
+    def idle(self) -> bool:
+        return not self.tasks and not self.reservations
+
+    def _touch(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Idle exit of a sharing daemon (see the module rules); returns at once without sharing."""
+        if self._shared is None:
+            task_status.started()
+            return
+        if self._first:
+            self.reserve(self._first)
+        task_status.started()
+        while True:
+            self._expire()
+            if not self.idle:
+                next_expiry = min(self.reservations.values(), default=None)
+                with trio.move_on_at(next_expiry if next_expiry is not None else float("inf")):
+                    await self._changed.wait()
+                continue
+            with trio.move_on_after(self._shared.idle_exit) as idle_wait:
+                await self._changed.wait()
+            if idle_wait.cancelled_caught and self.idle:
+                self.closing = True
+                log.info("no task for %.0f s: exiting", self._shared.idle_exit)
+                self._on_idle()
+                return
