@@ -3,6 +3,7 @@
 Rules:
 - A process goes created -> running -> stopped, and deleted last. Refusals are the runc shim's sentences:
   FailedPrecondition for a forbidden step, NotFound for an unknown exec and for a kill of a finished process.
+  Start, Kill and Delete of one process hold its ``lock``, so a kill waits for a start in flight.
 - Every process is started with the library's ``ReaperLauncher.spawn``, which holds its exit from before it can
   happen. One watcher task per process (in the service's nursery) awaits that exit, drains the stdio copies and
   only then publishes ``/tasks/exit``. With the start event queued before the watcher exists, each process's
@@ -68,6 +69,7 @@ class Process:
         self.exited_at: float | None = None  # None: not exited
         self.io: ProcessIO | None = None
         self.child: SpawnedChild | None = None
+        self.lock = trio.Lock()
         self._exited = trio.Event()
 
     @property
@@ -122,6 +124,10 @@ class Container:
     # -- start -----------------------------------------------------------------------------------------------
     async def start(self, exec_id: str) -> int:
         p = self.process(exec_id)
+        async with p.lock:
+            return await self._start(p)
+
+    async def _start(self, p: Process) -> int:
         if p.state != "created":
             raise FailedPrecondition(f"cannot start a {p.state} process")
         if p.is_init:
@@ -196,8 +202,12 @@ class Container:
             log.warning("container %s: signalling its processes: %s", self.id, exc)
 
     # -- kill ------------------------------------------------------------------------------------------------
-    def kill(self, exec_id: str, sig: int, all: bool) -> None:
+    async def kill(self, exec_id: str, sig: int, all: bool) -> None:
         p = self.process(exec_id)
+        async with p.lock:
+            self._kill(p, sig, all)
+
+    def _kill(self, p: Process, sig: int, all: bool) -> None:
         if p.state in ("stopped", "deleted"):
             raise NotFound("process already finished")
         if p.state == "created":
@@ -226,27 +236,29 @@ class Container:
     # -- delete ----------------------------------------------------------------------------------------------
     async def delete_exec(self, exec_id: str) -> Process:
         p = self.process(exec_id)
-        if p.state == "running":
-            raise FailedPrecondition("cannot delete a running process")
-        if p.io is not None:
-            await p.io.aclose()
-        del self.execs[exec_id]
-        p.state = "deleted"
+        async with p.lock:
+            if p.state == "running":
+                raise FailedPrecondition("cannot delete a running process")
+            if p.io is not None:
+                await p.io.aclose()
+            del self.execs[exec_id]
+            p.state = "deleted"
         return p
 
     async def delete_init(self) -> Process:
         """Delete the stopped (or never started) init: close every stdio, unmount, remove the pid file."""
         p = self.init
-        if p.state == "running":
-            raise FailedPrecondition("cannot delete a running process")
-        if p.state == "deleted":
-            raise NotFound("cannot delete a deleted process")
-        p.state = "deleted"
-        with trio.CancelScope(shield=True):
-            for proc in (p, *self.execs.values()):
-                if proc.io is not None:
-                    await proc.io.aclose()
-        self.release()
+        async with p.lock:
+            if p.state == "running":
+                raise FailedPrecondition("cannot delete a running process")
+            if p.state == "deleted":
+                raise NotFound("cannot delete a deleted process")
+            p.state = "deleted"
+            with trio.CancelScope(shield=True):
+                for proc in (p, *self.execs.values()):
+                    if proc.io is not None:
+                        await proc.io.aclose()
+            self.release()
         return p
 
     def release(self) -> None:

@@ -148,7 +148,7 @@ class ChrootTaskService(TaskService):
 
     # -- control ---------------------------------------------------------------------------------------------
     async def kill(self, ctx, r: pb.KillRequest) -> Empty:
-        self._get(r.id).kill(r.exec_id, r.signal, r.all)
+        await self._get(r.id).kill(r.exec_id, r.signal, r.all)
         return Empty()
 
     async def close_io(self, ctx, r: pb.CloseIORequest) -> Empty:
