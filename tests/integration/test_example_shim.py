@@ -179,6 +179,26 @@ def test_detached_exec_ps_kill_delete(chroot_containerd, busybox_rootfs):
     assert_nothing_left(c, busybox_rootfs, cid)
 
 
+def test_two_containers_on_one_rootfs_are_apart(chroot_containerd, busybox_rootfs):
+    """Processes are the container's by root and mount namespace: ps and kill --all of one spare the other."""
+    c = chroot_containerd
+    first, second = new_id("pychroot"), new_id("pychroot")
+    try:
+        for cid in (first, second):
+            c.ctr("run", "-d", "--runtime", RUNTIME, "--rootfs", str(busybox_rootfs), cid, "/bin/sleep", "600")
+        rows = {cid: wait_status(c, cid, "RUNNING") for cid in (first, second)}
+        wait_until("both inits chrooted", lambda: len(rooted_in(busybox_rootfs)) == 2)
+        for cid in (first, second):
+            listed = ctrout.task_processes(c.ctr("task", "ps", cid).stdout)
+            assert [p.pid for p in listed] == [rows[cid].pid]
+        c.ctr("task", "kill", "--all", "--signal", "SIGKILL", first)
+        wait_status(c, first, "STOPPED")
+        assert task_row(c, second) == rows[second] and rooted_in(busybox_rootfs) == [rows[second].pid]
+    finally:
+        cleanup(c, first, second)
+    assert_nothing_left(c, busybox_rootfs, first, second)
+
+
 def test_image_rootfs_is_mounted_and_unmounted(chroot_containerd, busybox_artifacts):
     c = chroot_containerd
     image = import_image(c, busybox_artifacts)

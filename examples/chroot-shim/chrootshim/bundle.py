@@ -7,16 +7,17 @@ Rules:
 - ``init.pid`` holds the init's pid in decimal, as runc writes it. The daemon writes it (atomically) when the
   init starts and removes it at Delete; ``cleanup`` reads it after a daemon died.
 - The container's processes are the live ones whose root directory (``/proc/<pid>/root``, compared by device
-  and inode) is the container's root. That covers the init once it chrooted, its descendants and every exec
-  (nsenter takes the init's root), and it cannot mistake a stranger that reused a pid for ours.
+  and inode) is the container's root and whose mount namespace is the init's. That covers the init once it
+  chrooted, its descendants and every exec (nsenter takes the init's root and namespaces); it tells apart two
+  containers run on one rootfs directory, and it cannot mistake a stranger that reused a pid for ours.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["PID_FILE", "container_pids", "load_config", "read_pid", "remove_pid", "root_dir", "signal_all",
-           "write_pid"]
+__all__ = ["PID_FILE", "container_pids", "load_config", "mount_namespace", "read_pid", "remove_pid", "root_dir",
+           "signal_all", "write_pid"]
 
 PID_FILE = "init.pid"
 
@@ -76,8 +77,16 @@ def _identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def container_pids(root: str) -> list[int]:
-    """Pids of the live processes whose root directory is ``root`` (see the module rules)."""
+def mount_namespace(pid: int | str) -> int | None:
+    """The inode of a process's mount namespace; None once it is gone (a zombie has none either)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+def container_pids(root: str, mntns: int) -> list[int]:
+    """Pids of the live processes rooted in ``root`` within mount namespace ``mntns`` (see the module rules)."""
     want = _identity(root)
     if want is None:
         return []
@@ -85,15 +94,15 @@ def container_pids(root: str) -> list[int]:
         raise ValueError(f"{root} is the host's root directory")
     pids = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and _identity(f"/proc/{name}/root") == want:
+        if name.isdigit() and _identity(f"/proc/{name}/root") == want and mount_namespace(name) == mntns:
             pids.append(int(name))
     return sorted(pids)
 
 
-def signal_all(root: str, sig: int, skip: int = 0) -> list[int]:
+def signal_all(root: str, mntns: int, sig: int, skip: int = 0) -> list[int]:
     """Send ``sig`` to every process of the container but ``skip``; returns the pids signalled."""
     sent = []
-    for pid in container_pids(root):
+    for pid in container_pids(root, mntns):
         if pid == skip:
             continue
         try:

@@ -10,6 +10,8 @@ Rules:
   events go out in order: create (or exec-added), start (or exec-started), exit, delete.
 - The init's exit ends the container: what is left in it is SIGKILLed (no pid namespace does that for us), the
   execs' exits go out first (bounded wait), the init's last.
+- Start answers once the init is in its own mount namespace (a bounded poll of ``/proc/<pid>/ns/mnt``, a
+  few milliseconds): with its root, that namespace tells the container's processes apart (bundle.py).
 - Killing an init that was never started stops it with 128+signal, as killing runc's waiting init does, so
   containerd's forced delete (kill, wait, delete) works between Create and Start.
 - Stdio: the init's is prepared at Create, an exec's at its Start; ``ProcessIO.start`` runs right after the
@@ -40,6 +42,7 @@ __all__ = ["Container", "Process", "prepare_io"]
 log = logging.getLogger(__name__)
 
 IO_DRAIN = 2.0  # seconds for the output copies to finish after an exit, as the runc shim waits
+NAMESPACE_WAIT = 1.0  # seconds for a started init to enter its mount namespace
 
 
 async def prepare_io(daemon: Daemon, container_id: str, stdio: StdioConfig) -> ProcessIO:
@@ -99,6 +102,7 @@ class Container:
         self.bundle = bundle_dir
         self.root = root  # the container's root directory
         self.mounted = mounted  # Create mounted the rootfs at <bundle>/rootfs: Delete unmounts it
+        self.mntns: int | None = None  # the init's mount namespace, known from its start
         self.init = init
         self.execs: dict[str, Process] = {}
         self._running_execs = 0
@@ -132,6 +136,7 @@ class Container:
             raise FailedPrecondition(f"cannot start a {p.state} process")
         if p.is_init:
             await self._spawn(p, init_argv(self.tools, self.root, p.spec))
+            await self._learn_namespace(p.pid)
             bundle.write_pid(self.bundle, p.pid)
             self.daemon.events.start(self.id, p.pid)
         else:
@@ -168,6 +173,15 @@ class Container:
             raise
         p.child, p.pid, p.state = child, child.pid, "running"
 
+    async def _learn_namespace(self, pid: int) -> None:
+        """Wait (bounded) until unshare made the init's mount namespace; remember it. An init that exits first
+        leaves it unknown: then only the init itself is the container."""
+        own = bundle.mount_namespace("self")
+        with trio.move_on_after(NAMESPACE_WAIT):
+            while (ns := bundle.mount_namespace(pid)) == own:
+                await trio.sleep(0.001)
+            self.mntns = ns
+
     # -- exits -----------------------------------------------------------------------------------------------
     async def _watch(self, p: Process) -> None:
         assert p.child is not None
@@ -196,8 +210,10 @@ class Container:
 
     def _kill_rest(self, sig: int) -> None:
         """Signal every process of the container but the init (see bundle.py for how they are found)."""
+        if self.mntns is None:
+            return
         try:
-            bundle.signal_all(self.root, sig, skip=self.init.pid)
+            bundle.signal_all(self.root, self.mntns, sig, skip=self.init.pid)
         except (OSError, ValueError) as exc:
             log.warning("container %s: signalling its processes: %s", self.id, exc)
 
@@ -226,7 +242,7 @@ class Container:
         """(pid, exec id or "") of every live process of the container."""
         by_pid = {p.pid: p.exec_id for p in self.execs.values() if p.state == "running"}
         try:
-            pids = set(bundle.container_pids(self.root))
+            pids = set(bundle.container_pids(self.root, self.mntns)) if self.mntns is not None else set()
         except (OSError, ValueError) as exc:
             raise Unknown(f"listing the processes of {self.id}: {exc}") from None
         if self.init.state == "running":

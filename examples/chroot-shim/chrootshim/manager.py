@@ -3,10 +3,12 @@
 Rules:
 - ``start`` is the library's: one daemon per container (the default group), no fork server
   (``forkserver = ""``), so every start spawns a fresh daemon from this console script.
-- ``delete`` runs ``cleanup`` after a daemon died or left a task behind: SIGKILL to every process still rooted
-  in the container's root (the init of ``init.pid`` among them; see bundle.py), a short wait for them to go,
-  then everything mounted at ``<bundle>/rootfs`` is unmounted. It answers the pid of ``init.pid`` (0 when
-  there is none), reports problems with ``request.warn`` and never raises.
+- ``delete`` runs ``cleanup`` after a daemon died or left a task behind. When the init of ``init.pid`` still
+  lives in a mount namespace of its own, every process of the container (see bundle.py: rooted in its root,
+  in the init's namespace) gets SIGKILL, with a short wait for them to go; then everything mounted at
+  ``<bundle>/rootfs`` is unmounted. It answers the pid of ``init.pid`` (0 when there is none), reports
+  problems with ``request.warn`` and never raises. Processes left by an init that died with its daemon are
+  not found (their namespace is not known any more).
 - Only the standard library at import time (``start``/``delete`` are the path containerd waits on); the daemon's
   modules (trio, protobuf) are imported inside ``task_service``.
 """
@@ -44,10 +46,11 @@ class ChrootManager(Manager):
         except (OSError, ValueError) as exc:
             request.warn(f"cannot find the container's root, no process killed: {exc}")
             root = ""
-        if root:
+        mntns = bundle.mount_namespace(pid) if pid else None
+        if root and mntns is not None and mntns != bundle.mount_namespace("self"):
             try:
                 deadline = time.monotonic() + CLEANUP_WAIT
-                while bundle.signal_all(root, SIGKILL) and time.monotonic() < deadline:
+                while bundle.signal_all(root, mntns, SIGKILL) and time.monotonic() < deadline:
                     time.sleep(0.02)
             except (OSError, ValueError) as exc:
                 request.warn(f"failed to kill the container's processes: {exc}")

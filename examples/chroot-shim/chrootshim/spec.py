@@ -25,7 +25,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from shim.errors import InvalidArgument
+from shim import InvalidArgument
 
 __all__ = ["ProcessSpec", "Tools", "exec_argv", "init_argv", "parse_process"]
 
