@@ -118,6 +118,10 @@ if [ $DEV -eq 1 ]; then
   say "pip install tests/plugins/pyshim-envtag (example third-party backend)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --upgrade \
     "$HERE/tests/plugins/pyshim-envtag"
+  # an example shim built on the library, packaged on its own (tests/integration/test_example_shim.py)
+  say "pip install examples/chroot-shim (example shim io.containerd.pychroot.v1)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --upgrade \
+    "$HERE/examples/chroot-shim"
   say "fetching containerd versions for the integration tests (cached in /var/cache/pyshim)"
   "$VENV/bin/python" "$HERE/tools/fetch_containerd.py"
   "$VENV/bin/python" "$HERE/tools/busybox_image.py"
