@@ -256,12 +256,15 @@ class SpawnedChild:
 
     def __init__(self, pid: int, sub: Subscription) -> None:
         self.pid = pid
+        self.exit: Exit | None = None  # set once ``wait`` returned: the status and when it was reaped
         self._sub = sub
 
     async def wait(self) -> int:
-        """The child's exit status (exit code or 128 + signal); cancelling the wait does not touch the child."""
+        """The child's exit status (exit code or 128 + signal); cancelling the wait does not touch the child.
+        ``exit`` holds the whole Exit afterwards (its ``timestamp`` is when it was reaped)."""
         ex = await self._sub.wait(self.pid)
         self._sub.close()
+        self.exit = ex
         return ex.status
 
     def signal(self, sig: int) -> None:

@@ -9,19 +9,33 @@ Rules:
   UNKNOWN in the ttrpc server and is logged. ``ctx`` is the ttrpc call context (metadata, deadline).
 - ``run`` is started in the daemon's root nursery before the server accepts calls: background work of the
   service (an exit loop, say) lives there. The default has none.
-- Only the method table and the defaults live here; what a method does is the subclass's business.
+- Only the method table, the defaults and two helpers every shim needs live here (``EMPTY``, the reply of the
+  methods that answer nothing; ``set_time``, which writes "not exited" as Go's zero time, as the Go shim does:
+  containerd 2.x turns an absent Timestamp into the Unix epoch, not into the zero time); what a method does is
+  the subclass's business.
 """
 from __future__ import annotations
 
 import trio
+from google.protobuf import empty_pb2
 
 from protos import task_v2_pb2 as pb
 from shim.errors import Unimplemented
 from ttrpc.server import Method, Server
 
-__all__ = ["SERVICES", "TaskService"]
+__all__ = ["EMPTY", "GO_ZERO_TIME", "SERVICES", "TaskService", "set_time"]
 
 SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
+GO_ZERO_TIME = -62135596800  # time.Time{} as a protobuf Timestamp's seconds
+EMPTY = empty_pb2.Empty()
+
+
+def set_time(timestamp, when: float | None) -> None:
+    """Fill a protobuf Timestamp from seconds since the epoch; None ("not exited") is Go's zero time."""
+    if when is None:
+        timestamp.seconds = GO_ZERO_TIME
+    else:
+        timestamp.FromNanoseconds(int(when * 1e9))
 
 # method name -> (request class, handler attribute)
 METHODS = {

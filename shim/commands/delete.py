@@ -10,6 +10,8 @@ Rules (containerd ``runtime/v2/shim.go`` ``cleanupAfterDeadShim`` and ``pkg/shim
   when nothing is left. stdout carries only the protobuf bytes:
   ``containerd.task.v2.DeleteResponse{pid, exit_status=137, exited_at=now}`` (what upstream reports for a task
   whose shim is gone: killed).
+- The daemon's socket file (``./address``) is removed when nothing listens on it any more: a daemon that was
+  SIGKILLed never unlinked it. A live daemon (of a group, or shared) keeps its socket.
 - bundle = ``-bundle`` if given, else the cwd (containerd sets both to the bundle).
 - Standard library only (critical path).
 """
@@ -56,4 +58,21 @@ def run(manager: Manager, flags: ShimFlags, warn: Callable[[str], None]) -> byte
     request = CleanupRequest(id=flags.id, namespace=flags.namespace, bundle=flags.bundle or os.getcwd(),
                              warn=warn, debug=flags.debug)
     pid = manager.cleanup(request)
+    remove_dead_socket(request.bundle, warn)
     return delete_response(pid, SIGKILL_STATUS, time.time_ns())
+
+
+def remove_dead_socket(bundle: str, warn: Callable[[str], None]) -> None:
+    """Unlink the socket ``<bundle>/address`` names if it exists and nobody listens on it."""
+    from shim import address
+    from shim.bundle import read_address
+
+    try:
+        path = address.socket_path(read_address(bundle))
+    except (OSError, ValueError):
+        return  # no address file (start failed, or already cleaned), or not a socket path of ours
+    if os.path.exists(path) and not address.is_alive(path):
+        try:
+            address.unlink(path)
+        except OSError as exc:
+            warn(f"failed to remove the dead shim socket {path}: {exc}")

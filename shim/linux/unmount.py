@@ -1,7 +1,8 @@
 """Unmount everything at or under a directory, with umount2(2) through ctypes.
 
-Split from mount.py so that ``delete`` (critical path) loads neither dataclasses nor the mounting code.
-mount.py re-exports ``unmount_all``, ``mounts_under`` and ``MountError``.
+Split from mount.py so that ``delete`` (critical path) loads neither dataclasses nor the mounting code: a shim's
+cleanup imports this module (public), not mount.py, which re-exports ``unmount_all``, ``mounts_under`` and
+``MountError`` for the daemon side.
 
 Rules (containerd ``mount/mount_linux.go`` ``UnmountRecursive``/``UnmountAll`` at v1.6.20):
 - ``unmount_all(target)`` removes every mount at or under ``target``, deepest path first, pass after pass
@@ -22,6 +23,8 @@ import time
 
 from shim.linux import mountinfo
 from shim.linux.libc import errno_now, libc
+
+__all__ = ["MountError", "mounts_under", "unmount_all", "unmount_point"]
 
 MNT_DETACH = 0x2
 _EBUSY_RETRIES = 5

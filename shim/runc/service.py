@@ -4,8 +4,7 @@ Rules:
 - No logic here: every method unpacks its request, calls `Tasks` (shim/runc/task/tasks.py) and packs the
   answer. Errors propagate as shim.errors; the ttrpc dispatcher maps them to codes.
 - Registered as Task v2 and v3 by the library's base class (shim/service.py).
-- "Not exited" is sent as Go's zero time (seconds -62135596800), exactly as the Go shim does: containerd
-  2.x turns an absent Timestamp into the Unix epoch, not into the zero time.
+- "Not exited" is sent as Go's zero time (shim/service.py ``set_time``).
 - Stats answers the container's cgroup metrics in the Any containerd expects (shim/runc/task/stats.py).
 - Checkpoint options: containerd.runc.v1.CheckpointOptions (what ctr, the client library and CRI send for
   any runtime) or none; another type is InvalidArgument.
@@ -31,7 +30,7 @@ from shim.runc.task.states import Op, State
 from shim.runc.task.stats import StatsCollector
 from shim.runc.task.tasks import CreateRequest, Tasks
 from shim.runc.typeurls import CHECKPOINT_OPTIONS, PROCESS_DETAILS, type_name
-from shim.service import TaskService
+from shim.service import EMPTY, TaskService, set_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GO_ZERO_TIME = -62135596800  # time.Time{} as a protobuf Timestamp
-_EMPTY = empty_pb2.Empty()
 
 _STATUS = {
     State.CREATED: task_types_pb2.CREATED,
@@ -53,13 +50,6 @@ _STATUS = {
     State.STOPPED: task_types_pb2.STOPPED,
     State.DELETED: task_types_pb2.STOPPED,
 }
-
-
-def _set_time(ts, when: float | None) -> None:
-    if when is None:
-        ts.seconds = GO_ZERO_TIME
-    else:
-        ts.FromNanoseconds(int(when * 1e9))
 
 
 class RuncTaskService(TaskService):
@@ -107,7 +97,7 @@ class RuncTaskService(TaskService):
             stdout=p.stdio.stdout, stderr=p.stdio.stderr, terminal=p.stdio.terminal,
             exit_status=p.exit_status, exec_id=r.exec_id,
         )
-        _set_time(resp.exited_at, p.exited_at)
+        set_time(resp.exited_at, p.exited_at)
         return resp
 
     async def create(self, ctx, r: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
@@ -138,41 +128,41 @@ class RuncTaskService(TaskService):
 
     async def pause(self, ctx, r: pb.PauseRequest) -> empty_pb2.Empty:
         await self.tasks.pause(r.id)
-        return _EMPTY
+        return EMPTY
 
     async def resume(self, ctx, r: pb.ResumeRequest) -> empty_pb2.Empty:
         await self.tasks.resume(r.id)
-        return _EMPTY
+        return EMPTY
 
     async def checkpoint(self, ctx, r: pb.CheckpointTaskRequest) -> empty_pb2.Empty:
         self.tasks.get(r.id)
         await self.tasks.checkpoint(r.id, _checkpoint_request(r))
-        return _EMPTY
+        return EMPTY
 
     async def kill(self, ctx, r: pb.KillRequest) -> empty_pb2.Empty:
         await self.tasks.kill(r.id, r.exec_id, r.signal, r.all)
-        return _EMPTY
+        return EMPTY
 
     async def exec(self, ctx, r: pb.ExecProcessRequest) -> empty_pb2.Empty:
         await self.tasks.exec(r.id, r.exec_id, StdioConfig(r.stdin, r.stdout, r.stderr, r.terminal), r.spec.value)
-        return _EMPTY
+        return EMPTY
 
     async def resize_pty(self, ctx, r: pb.ResizePtyRequest) -> empty_pb2.Empty:
         p = self.tasks.get(r.id).process(r.exec_id)
         p.check(Op.RESIZE)
         if p.io is not None:
             p.io.resize(r.width, r.height)
-        return _EMPTY
+        return EMPTY
 
     async def close_io(self, ctx, r: pb.CloseIORequest) -> empty_pb2.Empty:
         p = self.tasks.get(r.id).process(r.exec_id)
         if p.io is not None:
             await p.io.close_stdin()
-        return _EMPTY
+        return EMPTY
 
     async def update(self, ctx, r: pb.UpdateTaskRequest) -> empty_pb2.Empty:
         await self.tasks.update(r.id, r.resources.value)
-        return _EMPTY
+        return EMPTY
 
     async def wait(self, ctx, r: pb.WaitRequest) -> pb.WaitResponse:
         return _exit_message(pb.WaitResponse, await self.tasks.wait(r.id, r.exec_id))
@@ -189,7 +179,7 @@ class RuncTaskService(TaskService):
     async def shutdown(self, ctx, r: pb.ShutdownRequest) -> empty_pb2.Empty:
         if not self.tasks.containers:
             self._shutdown()
-        return _EMPTY
+        return EMPTY
 
 
 def _checkpoint_request(r: pb.CheckpointTaskRequest) -> CheckpointRequest:
@@ -213,5 +203,5 @@ def _exit_message(cls, p: Process, with_pid: bool = False):
     m = cls(exit_status=p.exit_status)
     if with_pid:
         m.pid = p.pid
-    _set_time(m.exited_at, p.exited_at)
+    set_time(m.exited_at, p.exited_at)
     return m

@@ -18,6 +18,8 @@ import pytest
 import shim
 import shim.io
 import shim.linux.mount
+import shim.linux.unmount
+import shim.service
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chroot-shim"
 PACKAGE = EXAMPLE / "chrootshim"
@@ -29,6 +31,8 @@ PUBLIC = {
     "shim": set(shim.__all__),
     "shim.io": set(shim.io.__all__),
     "shim.linux.mount": set(shim.linux.mount.__all__),
+    "shim.linux.unmount": set(shim.linux.unmount.__all__),
+    "shim.service": set(shim.service.__all__),
     "shim.errors": ERRORS & set(shim.__all__),
 }
 # Besides the library: the standard library, trio, protobuf's runtime, the generated message classes, itself.

@@ -28,6 +28,8 @@ PUBLIC = {
                 "StdioOpenError", "UnsupportedStdioError"],
     "shim.linux.mount": ["Mount", "MountError", "MountOptions", "mount_all", "mount_one", "mounts_under",
                          "parse_options", "unmount_all"],
+    "shim.linux.unmount": ["MountError", "mounts_under", "unmount_all", "unmount_point"],
+    "shim.service": ["EMPTY", "GO_ZERO_TIME", "SERVICES", "TaskService", "set_time"],
     "ttrpc.blocking": ["call"],
     "ttrpc.client": ["Client", "open_client", "open_unix_client"],
     "ttrpc.server": ["CallContext", "Method", "Server", "status_for"],

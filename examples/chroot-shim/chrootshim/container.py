@@ -167,7 +167,7 @@ class Container:
         except BaseException as exc:
             child.signal(signal.SIGKILL)
             with trio.CancelScope(shield=True):
-                p.set_exited(await child.wait(), time.time())  # never started for containerd: no exit event
+                p.set_exited(await child.wait(), child.exit.timestamp)  # never started for containerd: no event
             if isinstance(exc, OSError):
                 raise Unknown(f"start {p.id}: stdio: {exc}") from None
             raise
@@ -186,7 +186,7 @@ class Container:
     async def _watch(self, p: Process) -> None:
         assert p.child is not None
         status = await p.child.wait()
-        at = time.time()
+        at = p.child.exit.timestamp  # when the reaper collected it
         if p.is_init:
             self._kill_rest(signal.SIGKILL)
             with trio.move_on_after(2 * IO_DRAIN):
@@ -280,7 +280,7 @@ class Container:
     def release(self) -> None:
         """Unmount what Create mounted and remove the pid file; errors are logged (``delete`` retries)."""
         if self.mounted:
-            from shim.linux.mount import unmount_all
+            from shim.linux.unmount import unmount_all
 
             try:
                 unmount_all(os.path.join(self.bundle, "rootfs"))

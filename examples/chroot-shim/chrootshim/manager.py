@@ -54,7 +54,7 @@ class ChrootManager(Manager):
                     time.sleep(0.02)
             except (OSError, ValueError) as exc:
                 request.warn(f"failed to kill the container's processes: {exc}")
-        from shim.linux.mount import unmount_all
+        from shim.linux.unmount import unmount_all
 
         try:
             unmount_all(os.path.join(request.bundle, "rootfs"))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 
 import trio
-from google.protobuf.empty_pb2 import Empty
 
 from chrootshim import bundle
 from chrootshim.container import Container, Process, prepare_io
@@ -27,6 +26,7 @@ from protos import runc_options_pb2, task_types_pb2
 from protos import task_v2_pb2 as pb
 from shim import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, TaskService, Unimplemented, Unknown
 from shim.io import StdioConfig
+from shim.service import EMPTY, set_time
 from shim.linux.mount import Mount, mount_all
 
 TYPE_CHECKING = False
@@ -35,17 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ChrootTaskService"]
 
-GO_ZERO_TIME = -62135596800  # time.Time{} as a protobuf Timestamp
 PROCESS_DETAILS = "containerd.runc.v1.ProcessDetails"
 STATUS = {"created": task_types_pb2.CREATED, "running": task_types_pb2.RUNNING,
           "stopped": task_types_pb2.STOPPED, "deleted": task_types_pb2.STOPPED}
 
 
 def _exited_at(message, p: Process):
-    if p.exited_at is None:
-        message.exited_at.seconds = GO_ZERO_TIME
-    else:
-        message.exited_at.FromNanoseconds(int(p.exited_at * 1e9))
+    set_time(message.exited_at, p.exited_at)
     return message
 
 
@@ -112,12 +108,12 @@ class ChrootTaskService(TaskService):
     async def start(self, ctx, r: pb.StartRequest) -> pb.StartResponse:
         return pb.StartResponse(pid=await self._get(r.id).start(r.exec_id))
 
-    async def exec(self, ctx, r: pb.ExecProcessRequest) -> Empty:
+    async def exec(self, ctx, r: pb.ExecProcessRequest) -> None:
         c = self._get(r.id)
         c.add_exec(r.exec_id, StdioConfig(r.stdin, r.stdout, r.stderr, r.terminal),
                    parse_exec(r.spec.value, terminal=r.terminal))
         self.daemon.events.exec_added(r.id, r.exec_id)
-        return Empty()
+        return EMPTY
 
     # -- inspect ---------------------------------------------------------------------------------------------
     async def state(self, ctx, r: pb.StateRequest) -> pb.StateResponse:
@@ -147,15 +143,15 @@ class ChrootTaskService(TaskService):
         return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=c.init.pid if c else 0)
 
     # -- control ---------------------------------------------------------------------------------------------
-    async def kill(self, ctx, r: pb.KillRequest) -> Empty:
+    async def kill(self, ctx, r: pb.KillRequest) -> None:
         await self._get(r.id).kill(r.exec_id, r.signal, r.all)
-        return Empty()
+        return EMPTY
 
-    async def close_io(self, ctx, r: pb.CloseIORequest) -> Empty:
+    async def close_io(self, ctx, r: pb.CloseIORequest) -> None:
         p = self._get(r.id).process(r.exec_id)
         if p.io is not None:
             await p.io.close_stdin()
-        return Empty()
+        return EMPTY
 
     async def delete(self, ctx, r: pb.DeleteRequest) -> pb.DeleteResponse:
         c = self._get(r.id)
@@ -167,7 +163,7 @@ class ChrootTaskService(TaskService):
             self.daemon.events.delete(r.id, p.pid, p.exit_status, p.exited_at)
         return _exited_at(pb.DeleteResponse(pid=p.pid, exit_status=p.exit_status), p)
 
-    async def shutdown(self, ctx, r: pb.ShutdownRequest) -> Empty:
+    async def shutdown(self, ctx, r: pb.ShutdownRequest) -> None:
         if not self.containers:
             self.daemon.shutdown()
-        return Empty()
+        return EMPTY
