@@ -1,6 +1,6 @@
 """Run containerd's client integration suite against pyshim and runc.v2, per containerd version, and compare.
 
-Usage: python -m tests.conformance.run [--versions 1.7.24,2.1.9] [--runtimes pyshim,runc]
+Usage: python -m tests.conformance.run [--versions 1.7.24,2.1.9] [--runtimes pyshim,runc] [--sharing namespace]
                                        [--junit FILE] [--run REGEX] [--timeout SECONDS]
 
 Rules:
@@ -13,6 +13,9 @@ Rules:
   failures.  Each run prints ``conformance containerd-<v> <runtime>: N passed, M failed, K skipped``.
 - After both runtimes of a version ran, tests failing only for pyshim are listed apart from those failing
   for both (the machine's problem, not pyshim's).
+- ``--sharing namespace`` runs pyshim with daemons shared by unrelated containers (the suite's containerd, and so
+  every shim, gets a $PYSHIM_CONFIG with tests/integration/backend_limits.py's SHARED_TOML); such a run is labelled
+  ``io.containerd.pyshim.v1 (shared)`` and keeps its logs apart.
 - A missing prerequisite (Go build, containerd version, pyshim shim, busybox) fails under CI=true and is
   reported as not run otherwise.  Exit status 1 if anything failed.  Logs (test2json events and the suite's
   containerd log) go to CACHE/logs/<version>-<runtime>/.
@@ -32,6 +35,7 @@ from pathlib import Path
 
 from tests.conformance import build, certs, gotest, images, instance, skiplist
 from tests.conformance.registry import Registry
+from tests.integration.backend_limits import SHARED_TOML
 from tests.integration.harness import busybox, dist, procs
 from tests.integration.harness.daemon import SCRUB_ENV
 from tests.prereq import in_ci
@@ -47,12 +51,19 @@ def list_tests(binary: Path) -> set[str]:
     return {line.strip() for line in out.stdout.splitlines() if line.startswith("Test")}
 
 
-def suite_env(bindir: Path, d: dist.Dist, runtime: str, tmp: Path, registry: Registry) -> dict[str, str]:
+def suite_env(bindir: Path, d: dist.Dist, runtime: str, tmp: Path, registry: Registry,
+              pyshim_config: Path | None = None) -> dict[str, str]:
     proxies = {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
     env = {k: v for k, v in os.environ.items() if k not in SCRUB_ENV and k.upper() not in proxies}
     env.update(PATH=instance.suite_path(bindir, d.bindir), TEST_RUNTIME=runtime, TMPDIR=str(tmp),
                **registry.proxy_env())
+    if pyshim_config is not None:
+        env["PYSHIM_CONFIG"] = str(pyshim_config)
     return env
+
+
+def label(runtime: str, sharing: str) -> str:
+    return f"{runtime} (shared)" if sharing == "namespace" and runtime == RUNTIMES["pyshim"] else runtime
 
 
 def execute(argv: list[str], env: dict[str, str], cwd: Path, logs: Path, timeout: float) -> gotest.RunResult:
@@ -100,7 +111,8 @@ def _progress(result: gotest.RunResult, shown: set[str]) -> None:
 
 def one_run(version: str, runtime: str, built: build.Built, d: dist.Dist, entries: list[skiplist.Entry],
             conditions: frozenset[str], registry: Registry, args: argparse.Namespace) -> gotest.RunResult:
-    logs = build.CACHE / "logs" / f"{version}-{runtime}"
+    shared = label(runtime, args.sharing) != runtime
+    logs = build.CACHE / "logs" / f"{version}-{runtime}{'-shared' if shared else ''}"
     shutil.rmtree(logs, ignore_errors=True)
     shim = Path(sys.executable).parent / instance.PYSHIM_BINARY
     if runtime == RUNTIMES["pyshim"] and not shim.exists():
@@ -124,9 +136,13 @@ def one_run(version: str, runtime: str, built: build.Built, d: dist.Dist, entrie
             argv.append("-test.run=" + args.run)
         work = tmpdir / "tmp"
         work.mkdir()
+        config = None
+        if shared:
+            config = tmpdir / "pyshim.toml"
+            config.write_text(SHARED_TOML)
         print(f"  TEST_RUNTIME={runtime} {' '.join(argv)}", flush=True)
         try:
-            result = execute(argv, suite_env(bindir, d, runtime, work, registry), built.package_dir, logs,
+            result = execute(argv, suite_env(bindir, d, runtime, work, registry, config), built.package_dir, logs,
                              args.timeout + 120)
             left = instance.leftovers(tmpdir)
             result.problems += [f"left behind: {x}" for x in left]
@@ -160,7 +176,8 @@ def report(version: str, runtime: str, result: gotest.RunResult, seconds: float)
         print(f"  skip-list {name}: {reason}")
     passed, failed, skipped = result.counts()
     line = f"conformance containerd-{version} {runtime}: {passed} passed, {failed} failed, {skipped} skipped"
-    print(f"{line}  ({seconds:.0f}s; logs {build.CACHE / 'logs' / f'{version}-{runtime}'})", flush=True)
+    logs = f"{version}-{runtime.removesuffix(' (shared)')}{'-shared' if runtime.endswith(' (shared)') else ''}"
+    print(f"{line}  ({seconds:.0f}s; logs {build.CACHE / 'logs' / logs})", flush=True)
     return line
 
 
@@ -180,6 +197,8 @@ def main() -> int:
     ap.add_argument("--junit", type=Path, help="write one JUnit file, a testsuite per run")
     ap.add_argument("--run", help="-test.run pattern (a subset, for development)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run (go test -timeout)")
+    ap.add_argument("--sharing", default="pod", choices=("pod", "namespace"),
+                    help="pyshim's daemons: one per pod/group (default), or shared by the namespace's containers")
     ns = ap.parse_args()
     entries = skiplist.load()
     lines: list[str] = []
@@ -229,9 +248,10 @@ def run_versions(ns: argparse.Namespace, entries: list[skiplist.Entry], conditio
             print(f"\n=== conformance containerd-{version} {RUNTIMES[short]}", flush=True)
             start = time.monotonic()
             results[short] = r = one_run(version, RUNTIMES[short], built, d, entries, conditions, registry, ns)
-            lines.append(report(version, RUNTIMES[short], r, time.monotonic() - start))
+            name = label(RUNTIMES[short], ns.sharing)
+            lines.append(report(version, name, r, time.monotonic() - start))
             failed = failed or r.counts()[1] > 0
-            runs.append((f"conformance containerd-{version} {RUNTIMES[short]}", r))
+            runs.append((f"conformance containerd-{version} {name}", r))
         compare(version, results)
     return failed
 

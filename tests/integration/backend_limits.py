@@ -48,6 +48,12 @@ def pyshim_toml(backend: str, containerd_version: str) -> str:
     return text
 
 
+# Daemons shared by unrelated containers (PYSHIM_SHARING=namespace): small shards, so suites cross shard
+# boundaries, and a short idle time, so a daemon whose containers are gone leaves within a teardown's grace period.
+SHARED_IDLE = 1.0
+SHARED_TOML = f'sharing = "namespace"\nmax_tasks_per_daemon = 8\nidle_timeout = {SHARED_IDLE}\n'
+
+
 def write_backend_configs(directory: Path, containerd_version: str) -> dict[str, Path]:
     """``directory``/pyshim-<backend>.toml for every builtin backend, as an operator writes one per runtime handler."""
     out = {}

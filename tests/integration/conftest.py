@@ -8,6 +8,7 @@ Rules:
   version per process); test ids carry ``containerd-<version>`` so ``-k containerd-1.7.24`` selects one too.
 - ``PYSHIM_E2E_BACKEND=crun|runsc`` configures pyshim for that backend for the whole session (``e2e_backend``);
   scenarios a backend cannot show are strict xfails with the reason from backend_limits.py.
+  ``PYSHIM_SHARING=namespace`` runs the session with daemons shared by unrelated containers, the same way.
 - Fixtures own what they start: the session ``containerd`` fixture one daemon per version, ``containerd_factory``
   the daemons a test makes.  Teardown removes everything and fails the test if anything was left behind.
 """
@@ -30,6 +31,7 @@ from .harness.daemon import ContainerdError, PrivateContainerd
 
 PYSHIM_BINARY = "containerd-shim-pyshim-v1"
 E2E_BACKEND = "PYSHIM_E2E_BACKEND"
+SHARING = "PYSHIM_SHARING"
 LOG_TAIL = 80  # lines of a containerd log a failed test report carries
 
 
@@ -58,20 +60,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def e2e_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``PYSHIM_E2E_BACKEND=crun|runsc`` runs the session with pyshim configured for that backend: a pyshim.toml
-    named by $PYSHIM_CONFIG, which every containerd started here (and so every shim) inherits."""
+    """The session's pyshim configuration: ``PYSHIM_E2E_BACKEND=crun|runsc`` runs it on that backend,
+    ``PYSHIM_SHARING=namespace`` with daemons shared by unrelated containers (SHARED_TOML). Either writes a
+    pyshim.toml named by $PYSHIM_CONFIG, which every containerd started here (and so every shim) inherits; the
+    fixture's value is the backend."""
     backend = os.environ.get(E2E_BACKEND, "")
-    if not backend:
+    shared = os.environ.get(SHARING, "")
+    if shared not in ("", "pod", "namespace"):
+        raise pytest.UsageError(f"{SHARING}={shared!r}: expected pod or namespace")
+    if not backend and shared in ("", "pod"):
         yield "runc"
         return
+    backend = backend or "runc"
     if backend == "crun":
         for change in hostprep.crun_cgroups():
             print(f"host prepared for crun: {change}")
     path = tmp_path_factory.mktemp("e2e-backend") / f"pyshim-{backend}.toml"
     versions = _versions()
     if len(versions) != 1:
-        raise pytest.UsageError(f"{E2E_BACKEND} needs one containerd version (PYSHIM_CONTAINERD_VERSIONS)")
-    path.write_text(backend_limits.pyshim_toml(backend, versions[0]))
+        raise pytest.UsageError(f"{E2E_BACKEND}/{SHARING} need one containerd version (PYSHIM_CONTAINERD_VERSIONS)")
+    path.write_text(backend_limits.pyshim_toml(backend, versions[0])
+                    + (backend_limits.SHARED_TOML if shared == "namespace" else ""))
     old = os.environ.get("PYSHIM_CONFIG")
     os.environ["PYSHIM_CONFIG"] = str(path)
     yield backend
@@ -79,6 +88,17 @@ def e2e_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ.pop("PYSHIM_CONFIG", None)
     else:
         os.environ["PYSHIM_CONFIG"] = old
+
+
+def session_shared() -> bool:
+    """Does this session run pyshim with daemons shared by unrelated containers (PYSHIM_SHARING=namespace)?"""
+    return os.environ.get(SHARING) == "namespace"
+
+
+def session_idle_timeout() -> float:
+    """How long this session's pyshim daemons stay without a task: SHARED_IDLE with PYSHIM_SHARING=namespace,
+    else 0 (a daemon leaves with its last task)."""
+    return backend_limits.SHARED_IDLE if session_shared() else 0.0
 
 
 def new_id(prefix: str = "t") -> str:
