@@ -243,8 +243,9 @@ class ProcessIO:
         tty = src is self._master
         try:
             await pump(src, dst, f"{self._id} {label}", stop=self._stop if tty else None)
-        except OSError as exc:
-            log.warning("container %s: %s copy ended: %s", self._id, label, exc)
+        except Exception as exc:  # noqa: BLE001 - one stream's failure ends that stream, nothing else
+            log.warning("container %s: %s copy ended: %s", self._id, label, exc,
+                        exc_info=not isinstance(exc, OSError))
         finally:
             if not tty:
                 src.close()
@@ -259,8 +260,9 @@ class ProcessIO:
     async def _stdin_copy(self, src: Fd, dst: Fd, label: str) -> None:
         try:
             await pump(src, dst, f"{self._id} {label}", discard_after_write_error=False)
-        except OSError as exc:
-            log.warning("container %s: %s copy ended: %s", self._id, label, exc)
+        except Exception as exc:  # noqa: BLE001 - see _output_copy
+            log.warning("container %s: %s copy ended: %s", self._id, label, exc,
+                        exc_info=not isinstance(exc, OSError))
         finally:
             src.close()
             if dst is self._master:

@@ -227,7 +227,20 @@ class Container:
 
     # -- exits ----------------------------------------------------------------------------
     async def handle_exit(self, p: Process, status: int, at: float, events) -> None:
-        """Run by the exit loop (in the IO nursery) for a reaped process of this container."""
+        """Run by the exit loop (in the IO nursery) for a reaped process of this container. Never raises and
+        never loses the exit: if draining its stdio or OOM events fails, the failure is logged and the process
+        is still marked exited, its waiters released and its /tasks/exit published."""
+        try:
+            await self._handle_exit(p, status, at, events)
+        except Exception:  # noqa: BLE001 - this container's trouble must not reach the daemon's other tasks
+            log.exception("container %s: handling the exit of %s (pid %d) failed", self.id, p.id, p.pid)
+            if not p.exited:
+                p.set_exited(status, at)
+                events.exit(self.id, p.id, p.pid, status, at)
+                if not p.is_init:
+                    self._exec_finished()
+
+    async def _handle_exit(self, p: Process, status: int, at: float, events) -> None:
         if p.is_init:
             await self._kill_leftovers()
             await self._thaw(p)

@@ -83,11 +83,18 @@ class Tasks:
                         container.handle_exit, proc, ex.status, ex.timestamp, self.events)
 
     @staticmethod
-    async def _container_scope(closed: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started(nursery)
-            await closed.wait()
-            nursery.cancel_scope.cancel()
+    async def _container_scope(closed: trio.Event, container_id: str, *,
+                               task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The container's nursery, until the container is gone. Whatever fails in it is logged here and ends
+        only this container's background tasks; the daemon and the other containers go on."""
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started(nursery)
+                await closed.wait()
+                nursery.cancel_scope.cancel()
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("container %s: a background task failed; its other background tasks were stopped",
+                          container_id)
 
     # -- lookup ------------------------------------------------------------------------------
     def get(self, id: str) -> Container:
@@ -123,7 +130,7 @@ class Tasks:
         self.containers[req.id] = container
         self.idle = trio.Event() if self.idle.is_set() else self.idle
         try:
-            container.io_nursery = await self._nursery.start(self._container_scope, container.closed)
+            container.io_nursery = await self._nursery.start(self._container_scope, container.closed, container.id)
             async with self._creates:
                 with self.reaper.subscribe() as sub:
                     pid = await container.create(sub, dict(
