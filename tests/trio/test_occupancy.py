@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,14 @@ class Idle:
 
     def __call__(self) -> None:
         self.calls.append(trio.current_time())
+
+
+@asynccontextmanager
+async def running(occ: Occupancy):
+    """``occ.run`` in a nursery (as the daemon starts it); yields the time it started. Exits once run returns."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(occ.run)
+        yield trio.current_time()
 
 
 def shared(max_tasks: int = 2, idle: float = 30.0, first: str = "", logs: TaskLogs | None = None):
@@ -94,9 +103,7 @@ async def test_without_sharing_run_returns_at_once_and_reserves_nothing(autojump
 
 async def test_an_empty_daemon_exits_after_exactly_its_idle_time(autojump_clock) -> None:
     occ, on_idle = shared(idle=30.0)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(occ.run)
-        t0 = trio.current_time()
+    async with running(occ) as t0:
         await trio.sleep(29.999)
         assert on_idle.calls == [] and not occ.closing
     assert on_idle.calls == [pytest.approx(t0 + 30.0, abs=1e-9)]
@@ -107,9 +114,7 @@ async def test_an_empty_daemon_exits_after_exactly_its_idle_time(autojump_clock)
 async def test_the_first_task_is_reserved_when_run_starts(autojump_clock) -> None:
     occ, on_idle = shared(max_tasks=1, idle=30.0, first="c1")
     assert occ.reservations == {}
-    async with trio.open_nursery() as nursery:
-        await nursery.start(occ.run)
-        t0 = trio.current_time()
+    async with running(occ) as t0:
         assert occ.reservations == {"c1": t0 + TTL}
         assert occ.reserve("c2") == sharing.ReserveResponse(False, "full: 1 of 1 tasks")
     # c1's Create never came: its place expired at TTL, then the daemon waited its idle time
@@ -118,9 +123,7 @@ async def test_the_first_task_is_reserved_when_run_starts(autojump_clock) -> Non
 
 async def test_a_reservation_in_the_idle_window_postpones_the_exit(autojump_clock) -> None:
     occ, on_idle = shared(idle=30.0)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(occ.run)
-        t0 = trio.current_time()
+    async with running(occ) as t0:
         await trio.sleep(20)
         assert occ.reserve("a").accepted           # t0+20: no Create follows, it expires at t0+20+TTL
         await trio.sleep(TTL + 29.9)
@@ -130,9 +133,7 @@ async def test_a_reservation_in_the_idle_window_postpones_the_exit(autojump_cloc
 
 async def test_a_live_task_keeps_the_daemon_until_its_delete_plus_the_idle_time(autojump_clock) -> None:
     occ, on_idle = shared(idle=30.0)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(occ.run)
-        t0 = trio.current_time()
+    async with running(occ) as t0:
         await trio.sleep(10)
         occ.created("a", "/b/a")                   # an unreserved Create (containerd 2.3+ attaching)
         await trio.sleep(1000)                     # well past any TTL or idle time: a live task stays
@@ -145,8 +146,7 @@ async def test_a_live_task_keeps_the_daemon_until_its_delete_plus_the_idle_time(
 
 async def test_idle_time_zero_exits_as_soon_as_the_last_task_is_gone(autojump_clock) -> None:
     occ, on_idle = shared(idle=0.0, first="c1")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(occ.run)
+    async with running(occ):
         occ.created("c1", "/b/c1")
         await trio.sleep(5)
         assert on_idle.calls == []
