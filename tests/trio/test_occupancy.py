@@ -220,6 +220,15 @@ def logs():
 
 
 @pytest.fixture
+def served(logs):
+    """(occupancy with max_tasks 2 and the TaskLogs, the stand-in service, its wrapped methods, the logger)."""
+    handler, logger = logs
+    occ, _ = shared(max_tasks=2, logs=handler)
+    service = FakeService()
+    return occ, service, occ.wrap(service.methods()), logger
+
+
+@pytest.fixture
 def fifos(tmp_path: Path):
     made: list[Fifo] = []
 
@@ -231,11 +240,8 @@ def fifos(tmp_path: Path):
         f.close()
 
 
-async def test_a_successful_create_makes_the_task_live_and_opens_its_log_fifo(logs, fifos) -> None:
-    handler, logger = logs
-    occ, _ = shared(max_tasks=2, logs=handler)
-    service = FakeService()
-    methods = occ.wrap(service.methods())
+async def test_a_successful_create_makes_the_task_live_and_opens_its_log_fifo(served, fifos) -> None:
+    occ, service, methods, logger = served
     fifo = fifos("c1")
     assert occ.reserve("c1").accepted
     assert fifo.read() == b""                          # no writer yet
@@ -255,25 +261,20 @@ async def test_a_successful_create_makes_the_task_live_and_opens_its_log_fifo(lo
     assert line is not None and line.endswith(b"\n") and b'msg="hello c1"' in line and b'id="c1"' in line
 
 
-async def test_a_failed_create_changes_nothing(logs, fifos) -> None:
-    handler, _ = logs
-    occ, _ = shared(max_tasks=2, logs=handler)
-    service = FakeService()
+async def test_a_failed_create_changes_nothing(served, fifos) -> None:
+    occ, service, methods, _ = served
     service.fail.add("Create")
     fifo = fifos("c1")
     assert occ.reserve("c1").accepted
     with pytest.raises(StatusError, match="Create failed"):
-        await occ.wrap(service.methods())["Create"].handler(None, pb.CreateTaskRequest(id="c1", bundle=fifo.bundle))
+        await methods["Create"].handler(None, pb.CreateTaskRequest(id="c1", bundle=fifo.bundle))
     assert occ.tasks == {} and set(occ.reservations) == {"c1"}
     assert fifo.read() == b""                          # never opened
     assert current_task.get() == ""
 
 
-async def test_delete_of_the_init_ends_the_task_and_closes_its_fifo_an_exec_delete_does_not(logs, fifos) -> None:
-    handler, _ = logs
-    occ, _ = shared(max_tasks=2, logs=handler)
-    service = FakeService()
-    methods = occ.wrap(service.methods())
+async def test_delete_of_the_init_ends_the_task_and_closes_its_fifo_an_exec_delete_does_not(served, fifos) -> None:
+    occ, service, methods, _ = served
     fifo = fifos("c1")
     await methods["Create"].handler(None, pb.CreateTaskRequest(id="c1", bundle=fifo.bundle))
     await methods["Delete"].handler(None, pb.DeleteRequest(id="c1", exec_id="e1"))
@@ -287,10 +288,8 @@ async def test_delete_of_the_init_ends_the_task_and_closes_its_fifo_an_exec_dele
     assert occ.tasks == {} and fifo.read() == b""      # our write end is closed: the reader sees EOF
 
 
-async def test_each_task_has_its_own_fifo(logs, fifos) -> None:
-    handler, logger = logs
-    occ, _ = shared(max_tasks=4, logs=handler)
-    methods = occ.wrap(FakeService().methods())
+async def test_each_task_has_its_own_fifo(served, fifos) -> None:
+    _, _, methods, logger = served
     a, b = fifos("a"), fifos("b")
     for cid, fifo in (("a", a), ("b", b)):
         await methods["Create"].handler(None, pb.CreateTaskRequest(id=cid, bundle=fifo.bundle))
