@@ -83,6 +83,18 @@ def handler(default_id="first"):
     root.setLevel(logging.INFO)
     return h
 
+def daemon(runtime="rt"):
+    '''A daemon started by task "first": fd 2 is b0's FIFO (setup_logging); (our read end of it, the handler).'''
+    first = fifo("b0")
+    os.chdir(bundle("b0"))
+    return first, setup_logging(ShimFlags(namespace="ns", id="first"), runtime)
+
+def task(h, task_id, name):
+    '''A task whose Create came: its FIFO made, opened by the handler; our read end.'''
+    r = fifo(name)
+    h.open(task_id, bundle(name))
+    return r
+
 def log_as(task, msg, *args):
     token = current_task.set(task)
     try:
@@ -121,12 +133,8 @@ def records(text: str) -> list[tuple[str, str, str]]:
 
 def test_records_go_to_their_tasks_fifo_and_those_of_no_task_to_fd_2(tmp_path: Path) -> None:
     out = scenario(tmp_path, """
-        first = fifo("b0")
-        os.chdir(bundle("b0"))                      # the daemon starts in the first task's bundle
-        h = setup_logging(ShimFlags(namespace="ns", id="first"), "io.containerd.test.v1")
-        t1, t2 = fifo("b1"), fifo("b2")
-        h.open("t1", bundle("b1"))
-        h.open("t2", bundle("b2"))
+        first, h = daemon("io.containerd.test.v1")
+        t1, t2 = task(h, "t1", "b1"), task(h, "t2", "b2")
         h.open("t1", bundle("b2"))                  # already open: a no-op
         log_as("t1", "one")
         log_as("t2", "two")
@@ -157,9 +165,8 @@ def test_a_task_without_a_fifo_logs_to_fd_2_under_its_own_id(tmp_path: Path) -> 
 def test_after_delete_a_tasks_records_no_longer_reach_its_fifo(tmp_path: Path) -> None:
     out = scenario(tmp_path, """
         fd2 = pipe_as_fd2()
-        t1 = fifo("b1")
         h = handler()
-        h.open("t1", bundle("b1"))
+        t1 = task(h, "t1", "b1")
         log_as("t1", "before")
         h.close_task("t1")
         h.close_task("t1")                          # twice: harmless
@@ -172,12 +179,8 @@ def test_after_delete_a_tasks_records_no_longer_reach_its_fifo(tmp_path: Path) -
 
 def test_with_fd_2_unread_a_record_of_no_task_goes_to_every_task_fifo(tmp_path: Path) -> None:
     out = scenario(tmp_path, """
-        first = fifo("b0")
-        os.chdir(bundle("b0"))
-        h = setup_logging(ShimFlags(namespace="ns", id="first"), "rt")
-        t1, t2 = fifo("b1"), fifo("b2")
-        h.open("t1", bundle("b1"))
-        h.open("t2", bundle("b2"))
+        first, h = daemon()
+        t1, t2 = task(h, "t1", "b1"), task(h, "t2", "b2")
         log_as("", "while first is read")
         out["fd2"] = drain(first)
         os.close(first)                             # the first task is gone: nobody reads fd 2 any more
@@ -196,9 +199,8 @@ def test_with_fd_2_unread_a_record_of_no_task_goes_to_every_task_fifo(tmp_path: 
 def test_a_full_fifo_never_blocks_and_gets_no_part_of_the_line(tmp_path: Path) -> None:
     out = scenario(tmp_path, """
         fd2 = pipe_as_fd2()
-        t1 = fifo("b1")
         h = handler()
-        h.open("t1", bundle("b1"))
+        t1 = task(h, "t1", "b1")
         filled = fill("b1")
         started = time.monotonic()
         for i in range(100):
@@ -215,10 +217,9 @@ def test_a_line_longer_than_the_room_left_in_a_fifo_is_not_cut(tmp_path: Path) -
     """A FIFO with room for less than the line (here: one free page of two, a 10 kB traceback) must get the whole
     line or none of it: a cut line has no newline, and containerd's line reader glues the next record to it."""
     out = scenario(tmp_path, """
-        t1 = fifo("b1")
-        fcntl.fcntl(t1, fcntl.F_SETPIPE_SZ, 8192)
         h = handler()
-        h.open("t1", bundle("b1"))
+        t1 = task(h, "t1", "b1")
+        fcntl.fcntl(t1, fcntl.F_SETPIPE_SZ, 8192)
         w = os.open(os.path.join(bundle("b1"), "log"), os.O_WRONLY | os.O_NONBLOCK)
         os.write(w, b"x" * 4096)                  # one page of two in use
         os.close(w)
