@@ -32,10 +32,12 @@ class Idle:
 
 @asynccontextmanager
 async def running(occ: Occupancy):
-    """``occ.run`` in a nursery (as the daemon starts it); yields the time it started. Exits once run returns."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(occ.run)
-        yield trio.current_time()
+    """``occ.run`` in a nursery (as the daemon starts it); yields the time it started. Exits once run returns, which
+    must be within a (virtual) day: a run that never returns fails instead of hanging."""
+    with trio.fail_after(86400):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(occ.run)
+            yield trio.current_time()
 
 
 def shared(max_tasks: int = 2, idle: float = 30.0, first: str = "", logs: TaskLogs | None = None):
