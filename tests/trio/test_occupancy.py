@@ -333,6 +333,23 @@ async def test_an_unreserved_create_is_served_even_when_the_shard_is_full() -> N
     assert occ.reserve("c") == sharing.ReserveResponse(False, "full: 2 of 1 tasks")
 
 
+async def test_a_create_in_flight_keeps_an_idle_daemon_from_leaving(autojump_clock) -> None:
+    """An unreserved Create is served (module rules), so the idle exit must not close the daemon under it: here
+    the Create (runc create, say) takes 5 s and the idle time is 2 s; once it succeeds the task is live."""
+    occ, on_idle = shared(idle=2.0)
+
+    async def slow_create(ctx, request):
+        await trio.sleep(5)
+        return pb.CreateTaskResponse(pid=7)
+    create = occ.wrap({"Create": Method(pb.CreateTaskRequest, slow_create)})["Create"]
+    async with running(occ) as t0:
+        await create.handler(None, pb.CreateTaskRequest(id="late", bundle="/b/late"))
+        assert occ.tasks == {"late": "/b/late"}
+        assert on_idle.calls == [] and not occ.closing, "the daemon left while it was creating a task"
+        occ.deleted("late")
+    assert on_idle.calls == [pytest.approx(t0 + 5 + 2.0, abs=1e-9)]
+
+
 def test_wrap_keeps_every_method_and_its_request_type() -> None:
     occ = Occupancy("", None, None, lambda: None)
     methods = FakeService().methods()
