@@ -53,11 +53,11 @@ async def test_a_reservation_holds_its_place_for_the_ttl_then_frees_it(autojump_
     assert occ.reserve("a") == sharing.ReserveResponse(True)
     assert occ.reservations == {"a": t0 + TTL}
     assert occ.reserve("b") == sharing.ReserveResponse(False, "full: 1 of 1 tasks")
-    await trio.sleep(TTL - 0.001)
+    await trio.sleep_until(t0 + TTL - 0.001)
     assert not occ.reserve("b").accepted
-    await trio.sleep(0.001)
+    await trio.sleep_until(t0 + TTL)
     assert occ.reserve("b").accepted
-    assert occ.reservations == {"b": t0 + 2 * TTL}
+    assert occ.reservations == {"b": t0 + TTL + TTL}
 
 
 async def test_live_tasks_and_reservations_count_together_against_max_tasks() -> None:
