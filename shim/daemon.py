@@ -100,7 +100,7 @@ def shared_settings(value: str) -> sharing.Sharing | None:
         return None
     max_tasks, _, idle = value.partition(":")
     settings = sharing.Sharing(key="", max_tasks=int(max_tasks), idle_exit=float(idle or 0))
-    if settings.max_tasks < 1 or settings.idle_exit < 0:
+    if settings.max_tasks < 1 or not settings.idle_exit >= 0:  # NaN too
         raise ValueError(f"-shared {value!r}: MAX_TASKS must be at least 1 and IDLE_SECONDS not negative")
     return settings
 
@@ -120,7 +120,7 @@ def build(manager: Manager, flags: ShimFlags, task_logs: TaskLogs | None = None)
     publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""), flags.namespace)
     daemon = Daemon(flags, reaper, ReaperLauncher(reaper), publisher)
     service = manager.task_service(daemon)
-    occupancy = Occupancy(flags.id, task_logs, daemon.shared, daemon.stop)
+    occupancy = Occupancy(flags.id, task_logs, daemon.shared, daemon.stop, lambda: daemon.shutting_down)
     server = Server()
     methods = occupancy.wrap(service.methods())
     for name in SERVICES:

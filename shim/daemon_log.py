@@ -11,7 +11,11 @@ Rules:
   FIFO, tagged ``id=<task>``. A record of no task (start-up, shutdown) goes to fd 2; if nobody reads fd 2 any
   more (its task is gone), to every open task FIFO, so a shared daemon's own trouble still reaches containerd.
 - Lines are logfmt as logrus writes them: ``time=... level=... msg=...`` plus the daemon's fields.
-- Writing never blocks the event loop: with no reader, or a full FIFO, a line is dropped, not waited for.
+- Writing never blocks the event loop: with no reader, or a full FIFO, a line is dropped, not waited for. A line
+  is at most PIPE_BUF bytes (a longer message is cut and marked), so it is written whole or not at all: a cut
+  line would have containerd's line reader glue the next record to it.
+- A record that could not be written to its task's FIFO is dropped; only a record of no task, or of a task
+  without a FIFO, goes to fd 2 (never into another container's log).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import select
 import time
 
 from shim.flags import ShimFlags
@@ -88,16 +93,39 @@ class TaskLogs(logging.Handler):
         if task:
             record.task_id = task
         try:
-            data = (self.format(record) + "\n").encode(errors="replace")
+            data = self._line(record)
         except Exception:  # noqa: BLE001 - logging must never raise into the daemon
             self.handleError(record)
             return
         fd = self._fds.get(task)
-        if fd is not None and _write(fd, data):
+        if fd is not None:
+            _write(fd, data)
             return
         if not _write(2, data) and not task:
             for fd in tuple(self._fds.values()):
                 _write(fd, data)
+
+    def _line(self, record: logging.LogRecord) -> bytes:
+        """The record as one line of at most PIPE_BUF bytes (the message cut, and marked, where needed)."""
+        data = (self.format(record) + "\n").encode(errors="replace")
+        if len(data) <= select.PIPE_BUF:
+            return data
+        message = _message(self, record)
+        keep = len(message)
+        while len(data) > select.PIPE_BUF and keep > 0:
+            keep -= len(data) - select.PIPE_BUF + 32
+            short = logging.makeLogRecord({**record.__dict__, "args": None, "exc_info": None, "exc_text": None,
+                                           "msg": message[:max(keep, 0)] + " [cut]"})
+            data = (self.format(short) + "\n").encode(errors="replace")
+        return data
+
+
+def _message(handler: logging.Handler, record: logging.LogRecord) -> str:
+    """The record's message with its traceback, as the formatter would write it."""
+    message = record.getMessage()
+    if record.exc_info:
+        message += "\n" + handler.formatter.formatException(record.exc_info)
+    return message
 
 
 def setup_logging(flags: ShimFlags, runtime: str) -> TaskLogs:
@@ -114,7 +142,7 @@ def setup_logging(flags: ShimFlags, runtime: str) -> TaskLogs:
         pass
     handler = TaskLogs()
     handler.setFormatter(LogfmtFormatter({"namespace": flags.namespace, "pid": str(os.getpid()),
-                                          "runtime": runtime}, default_id=flags.id))
+                                          "runtime": runtime}, default_id="" if flags.shared else flags.id))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if flags.debug else logging.INFO)

@@ -8,7 +8,8 @@ Rules:
 - Sharing (shim/sharing.py): ``reserve`` answers a starting container. It accepts an id that is already live or
   reserved, refuses once the daemon is closing, and refuses when live tasks + unexpired reservations reach
   ``max_tasks``; otherwise it holds a place for RESERVATION_TTL. A Create is served even without a reservation
-  (containerd 2.3+ may attach a pod's containers to the sandbox's daemon without a start of their own).
+  (containerd 2.3+ may attach a pod's containers to the sandbox's daemon without a start of their own), and
+  while it runs it holds a place of its own, so the daemon never leaves under a Create in flight.
 - Idle exit (sharing only, ``run``): once no task is live and no reservation is held for ``idle_exit`` seconds,
   the daemon closes (every later reservation is refused) and shuts down. Without sharing, the daemon leaves on
   ``Daemon.shutdown`` as before, and ``run`` does nothing.
@@ -18,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 
 import trio
 
@@ -34,13 +36,14 @@ class Occupancy:
     """The live tasks, reservations and idle exit of one daemon (see the module rules)."""
 
     def __init__(self, first_task: str, task_logs: TaskLogs | None, shared: sharing.Sharing | None,
-                 on_idle) -> None:
+                 on_idle, stopping=lambda: False) -> None:
         self.tasks: dict[str, str] = {}         # live task id -> bundle
         self.reservations: dict[str, float] = {}  # reserved id -> trio.current_time() deadline
         self.closing = False
         self._logs = task_logs
         self._shared = shared
         self._on_idle = on_idle                 # called once the idle exit is due
+        self._stopping = stopping               # the daemon leaves for another reason (SIGTERM): refuse too
         self._changed = trio.Event()
         if shared is not None and first_task:
             self._first = first_task            # reserved once trio runs (``run``)
@@ -56,15 +59,28 @@ class Occupancy:
         async def call(ctx, request):
             task = getattr(request, "id", "")
             token = current_task.set(task)
+            held = name == "Create" and task not in self.tasks
+            before = self.reservations.get(task)
+            if held:  # a Create in flight holds its place, reserved or not: the daemon must not leave under it
+                self.reservations[task] = math.inf
+                self._touch()
             try:
                 response = await handler(ctx, request)
-                if name == "Create":
-                    self.created(task, request.bundle)
-                elif name == "Delete" and not request.exec_id:
-                    self.deleted(task)
-                return response
+            except BaseException:
+                if held:
+                    if before is None:
+                        self.reservations.pop(task, None)
+                    else:
+                        self.reservations[task] = before
+                    self._touch()
+                raise
             finally:
                 current_task.reset(token)
+            if name == "Create":
+                self.created(task, request.bundle)
+            elif name == "Delete" and not request.exec_id:
+                self.deleted(task)
+            return response
         return call
 
     def created(self, task: str, bundle: str) -> None:
@@ -92,11 +108,11 @@ class Occupancy:
 
     def reserve(self, task: str) -> sharing.ReserveResponse:
         """Hold a place for ``task`` if there is one (see the module rules)."""
-        if self.closing:
+        if self.closing or self._stopping():
             return sharing.ReserveResponse(False, "shutting down")
+        self._expire()
         if task in self.tasks or task in self.reservations:
             return sharing.ReserveResponse(True)
-        self._expire()
         limit = self._shared.max_tasks if self._shared is not None else 1
         used = len(self.tasks) + len(self.reservations)
         if used >= limit:

@@ -108,9 +108,12 @@ def reserve(path: str, container_id: str, timeout: float = RESERVE_TIMEOUT) -> R
             return ReserveResponse(False, f"no answer: {exc}")
     finally:
         sock.close()
-    status = wire.get_bytes(decoded, 1)
-    if status:
-        status_fields = wire.fields(status)
-        return ReserveResponse(False, f"refused with code {wire.get_uint(status_fields, 1)}: "
-                                      f"{wire.get_string(status_fields, 2)}")
-    return ReserveResponse.FromString(wire.get_bytes(decoded, 2))
+    try:
+        status = wire.get_bytes(decoded, 1)
+        if status:
+            status_fields = wire.fields(status)
+            return ReserveResponse(False, f"refused with code {wire.get_uint(status_fields, 1)}: "
+                                          f"{wire.get_string(status_fields, 2)}")
+        return ReserveResponse.FromString(wire.get_bytes(decoded, 2))
+    except (wire.WireError, UnicodeDecodeError) as exc:
+        return ReserveResponse(False, f"bad answer: {exc}")

@@ -205,7 +205,7 @@ def start_shared(manager: Manager, flags: ShimFlags, request: StartRequest, shar
         path = addr.socket_path(address)
         listener = addr.bind_or_reuse(path)
         if listener is not None:
-            daemon_flags = flags.replace(shared=f"{shared.max_tasks}:{shared.idle_exit:g}")
+            daemon_flags = flags.replace(shared=f"{shared.max_tasks}:{shared.idle_exit!r}")
             return new_daemon(manager, daemon_flags, request, listener, path, address)
         answer = sharing.reserve(path, flags.id)
         if answer.accepted:

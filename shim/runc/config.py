@@ -136,7 +136,7 @@ def _daemons(data: Mapping[str, Any], source: str) -> Daemons:
     if max_tasks < 1:
         raise ConfigError(f"{_where(source, 'max_tasks_per_daemon')} must be at least 1, got {max_tasks}")
     idle = data.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
-    if isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle < 0:
+    if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle >= 0:  # NaN too
         raise ConfigError(f"{_where(source, 'idle_timeout')} must be a number of seconds (0 or more), got {idle!r}")
     fork_server = _expect(source, "fork_server", data.get("fork_server", mode == "pod"), bool, "true or false")
     return Daemons(mode, max_tasks, float(idle), fork_server)

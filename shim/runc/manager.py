@@ -90,7 +90,8 @@ class RuncManager(Manager):
         if settings.sharing != "namespace":
             return None
         backend = request.annotations().get(BACKEND_ANNOTATION, "")
-        digest = sha256(b"\0".join([*request.options, str(backend).encode()])).hexdigest()
+        parts = [*request.options, str(backend).encode()]
+        digest = sha256(b"".join(len(p).to_bytes(8, "big") + p for p in parts)).hexdigest()
         return Sharing(key=f"shared-{digest[:24]}", max_tasks=settings.max_tasks, idle_exit=settings.idle_timeout)
 
     def use_forkserver(self, request: StartRequest) -> bool:

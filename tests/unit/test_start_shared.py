@@ -86,7 +86,8 @@ def test_the_first_shard_that_accepts_takes_the_container(socket_dir: str, reque
     assert new_daemons == [] and not os.path.exists(shard_path(socket_dir, 2))  # the walk stopped there
 
 
-@pytest.mark.parametrize("idle, flag", [(30.0, "4:30"), (0.5, "4:0.5"), (0.0, "4:0"), (86400.0, "4:86400")])
+@pytest.mark.parametrize("idle, flag", [(30.0, "4:30.0"), (0.5, "4:0.5"), (0.0, "4:0.0"), (86400.0, "4:86400.0"),
+                                       (1234567.0, "4:1234567.0")])
 def test_a_free_shard_gets_a_new_shared_daemon(socket_dir: str, request_: StartRequest, new_daemons: list[dict],
                                                idle: float, flag: str) -> None:
     with ShardServer(shard_path(socket_dir, 0), max_tasks=1, reserved=("a",)):
