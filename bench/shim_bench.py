@@ -43,7 +43,8 @@ from tests.integration.forkserver_helpers import FsDir  # noqa: E402
 from tests.integration.harness import busybox, dist  # noqa: E402
 from tests.integration.harness.daemon import PrivateContainerd  # noqa: E402
 
-RUNTIMES: dict[str, str] = {}  # key -> containerd runtime name, filled by main(): pyshim, go and maybe rust
+RUNTIMES: dict[str, cases.Runtime] = {}  # column key -> Runtime, filled by main(): pyshim, shared, go, maybe rust
+SHARED_TOML = 'sharing = "namespace"\nmax_tasks_per_daemon = {max}\nidle_timeout = 5\n'  # the shared column
 
 RUST_SHIM_VERSIONS = {1: "0.1.1", 2: "0.2.0"}  # containerd-runc-shim crate: 0.2 prints 2.x's JSON bootstrap
 
@@ -61,7 +62,19 @@ def alternate(runs: int, keys: list[str]):
         yield keys[k:] + keys[:k]
 
 
-def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path, res: dict) -> None:
+def stop_shared_daemons(c) -> None:
+    """SIGTERM pyshim's shared daemons of ``c`` (case b leaves one holding reservations no Create will use)."""
+    if "shared" not in RUNTIMES:
+        return
+    for pid in cases.shim_pids(c, RUNTIMES["shared"], []):
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+
+
+def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path, res: dict,
+          shared_toml: Path) -> None:
     want = set(args.cases.split(","))
     fork_pids = lambda: fs.servers() + fs.zygotes()  # noqa: E731
     keys = list(RUNTIMES)
@@ -86,17 +99,23 @@ def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path,
         runner = direct.Runner(c, meter.path / "cgroup.procs" if meter.available else None, tmp / "direct",
                                service)
         (tmp / "direct").mkdir()
-        variants = {"pyshim": (args.pyshim, {}, None),
-                    "pyshim_fresh": (args.pyshim, {"PYSHIM_FORKSERVER": "off"}, None), "go": (go_binary, {}, None)}
+        variants = {"pyshim": (args.pyshim, {}, None, False),
+                    "pyshim_fresh": (args.pyshim, {"PYSHIM_FORKSERVER": "off"}, None, False),
+                    "go": (go_binary, {}, None, False)}
+        if "shared" in RUNTIMES:  # a start that joins a live shared daemon (the first one, untimed, starts it)
+            variants["shared"] = (args.pyshim, {"PYSHIM_CONFIG": str(shared_toml)}, None, True)
         if "rust" in RUNTIMES:
-            variants["rust"] = (str(args.rust), {}, direct.rust_options(str(args.rust)))
+            variants["rust"] = (str(args.rust), {}, direct.rust_options(str(args.rust)), False)
         res["b_direct"] = {k: [] for k in variants}
         try:
+            if "shared" in variants:
+                runner.lifecycle(*variants["shared"])
             for order in alternate(args.runs, list(variants)):
                 for key in order:
                     res["b_direct"][key].append(runner.lifecycle(*variants[key]))
         finally:
             runner.close()
+            stop_shared_daemons(c)
     if "e" in want:
         res["e_exec"] = {k: cases.exec_latency(c, rt, ref, args.exec_runs) for k, rt in RUNTIMES.items()}
     if "f" in want:
@@ -145,6 +164,8 @@ def main() -> int:
     ap.add_argument("--cases", default="a,b,c,d,e,f,g")
     ap.add_argument("--quick", action="store_true", help="--runs 10 --exec-runs 10 --counts 1,10 --groups 2x5 "
                     "--concurrent 20 --calls 1000")
+    ap.add_argument("--max-tasks", type=int, default=64, help="max_tasks_per_daemon of the shared column")
+    ap.add_argument("--no-shared", action="store_true", help="leave out the shared-daemon column")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.quick:
@@ -165,11 +186,19 @@ def main() -> int:
     shim_dir.mkdir()
     (shim_dir / "containerd-shim-pyshim-v1").symlink_to(args.pyshim)
     d = dist.fetch(args.containerd)
-    RUNTIMES.update(pyshim=cases.PYSHIM, go=cases.GO)
+    shared_toml = tmp / "pyshim-shared.toml"
+    shared_toml.write_text(SHARED_TOML.format(max=args.max_tasks))
+    pyshim_bin = "containerd-shim-pyshim-v1"
+    RUNTIMES.update(pyshim=cases.Runtime("pyshim", cases.PYSHIM, pyshim_bin, fork_server=True))
+    if not args.no_shared:
+        RUNTIMES["shared"] = cases.Runtime("shared", cases.PYSHIM, pyshim_bin,
+                                           ("--runtime-config-path", str(shared_toml)), shared=True)
+    RUNTIMES["go"] = cases.Runtime("go", cases.GO, "containerd-shim-runc-v2")
     args.rust = args.rust or rust_shim(d.major)
     if args.rust.exists():
-        (shim_dir / f"containerd-shim-{cases.RUST.split('.')[2]}-v2").symlink_to(args.rust)
-        RUNTIMES["rust"] = cases.RUST
+        rust_bin = f"containerd-shim-{cases.RUST.split('.')[2]}-v2"
+        (shim_dir / rust_bin).symlink_to(args.rust)
+        RUNTIMES["rust"] = cases.Runtime("rust", cases.RUST, rust_bin)
     else:
         print(f"shim_bench: no Rust runc shim at {args.rust} (bench/build-rust-shim builds it): two columns",
               file=sys.stderr)
@@ -185,7 +214,7 @@ def main() -> int:
         rootfs = str(busybox.copy_rootfs(artefacts.rootfs, tmp / "rootfs"))
         ref = artefacts.ref
         c.ctr("images", "import", str(artefacts.image), timeout=120)
-        bench(args, c, fs, meter, rootfs, ref, tmp, res)
+        bench(args, c, fs, meter, rootfs, ref, tmp, res, shared_toml)
     except Exception as exc:  # print what was measured, then the error
         import traceback
 
@@ -197,6 +226,7 @@ def main() -> int:
         meter.remove()
     info = machine(c)
     info["rust_shim"] = str(args.rust) if "rust" in RUNTIMES else None
+    info["shared"] = "shared" in RUNTIMES
     try:
         print(report.table(res, info, started, args))
     except Exception as exc:  # a partial result the table cannot show: the JSON still has it

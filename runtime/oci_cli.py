@@ -3,7 +3,8 @@
 Rules:
 - Commands run only through the injected Launcher (the shim's reaper); argv comes from the pure builders in
   runtime/oci_argv.py, argv[0] resolved against the runtime's $PATH at each call.
-- Environment: the process environment minus NOTIFY_SOCKET, plus cfg.extra_env.
+- Environment: the process environment minus NOTIFY_SOCKET, plus cfg.extra_env, taken at the first call (a
+  shim's environment does not change; building it per call was a measurable part of every call).
 - StdioFds for create/exec/restore: the caller's fds; a missing one is /dev/null (opened and closed here), except in
   terminal mode where stdout/stderr are captured (the container uses the pty) so their text can explain a failure.
 - Errors: before each call a LogCursor remembers the end of <bundle>/log.json; on a non-zero exit the last error
@@ -119,12 +120,15 @@ class OciCli:
         self.name = cfg.name
         self.capabilities = cfg.capabilities
         self._launcher = launcher
+        self._env: dict[str, str] | None = None  # the runtime's environment, made once (the shim's does not change)
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
     async def _run(self, op: str, argv: list[str], bundle: str, *, stdin: int | bytes | None = None,
                    stdout: int | None = None, stderr: int | None = None) -> RunResult:
-        env = oci_argv.runtime_env(self.cfg, os.environ)
+        if self._env is None:
+            self._env = oci_argv.runtime_env(self.cfg, os.environ)
+        env = self._env
         binary = argv[0]
         if os.sep not in binary:
             found = shutil.which(binary, path=env.get("PATH", os.defpath))

@@ -3,9 +3,12 @@
 Rules:
 - Every container a case starts is removed by the case (``Fleet`` kills, deletes tasks and containers in a
   finally), so cases are independent and the containerd teardown finds nothing.
-- Shim processes of a runtime are the daemons given ``-address <containerd>`` and an ``-id`` (start and
-  delete have exited by the time anything is measured), plus, for pyshim, the fork server and its zygotes of
-  the benchmark's own fork server directory: the memory rows count everything a runtime keeps resident.
+- A ``Runtime`` is a column: containerd's runtime name, extra ``ctr run`` flags (pyshim's shared-daemon variant
+  is pyshim with ``--runtime-config-path`` of a ``sharing = "namespace"`` file), and what tells its daemons'
+  command lines apart. Shim processes of a runtime are its daemons given ``-address <containerd>`` and an
+  ``-id`` (start and delete have exited by the time anything is measured), plus, for pyshim per pod, the fork
+  server and its zygotes of the benchmark's own fork server directory: the memory rows count everything a
+  runtime keeps resident.
 - Timing is wall time of the ctr command (ctr's own ~10-20 ms is in both runtimes' numbers alike).
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import trio
 
@@ -29,6 +33,22 @@ RUST = "io.containerd.runcrs.v2"  # the Rust runc shim (containerd/rust-extensio
 PARALLEL = 4  # ctr commands at once when filling or emptying a fleet
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """One column of the benchmark (see the module rules)."""
+
+    key: str                      # pyshim, shared, go, rust
+    name: str                     # containerd's runtime name
+    binary: str                   # the file name of its shim binary, as its daemons' command lines show it
+    flags: tuple[str, ...] = ()   # extra ``ctr run`` flags
+    shared: bool = False          # its daemons are shared (``-shared`` on their command line)
+    fork_server: bool = False     # the fork server's processes count as its memory
+
+    def owns(self, argv: tuple[str, ...]) -> bool:
+        """Is the shim daemon with this command line one of ours?"""
+        return any(a.rsplit("/", 1)[-1] == self.binary for a in argv) and ("-shared" in argv) == self.shared
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -42,7 +62,7 @@ def timed(fn, *args) -> float:
 class Fleet:
     """Containers of one runtime started by a case; removed on exit."""
 
-    def __init__(self, c, runtime: str, ref: str) -> None:
+    def __init__(self, c, runtime: Runtime, ref: str) -> None:
         self.c, self.runtime, self.ref = c, runtime, ref
         self.ids: list[str] = []
 
@@ -52,7 +72,8 @@ class Fleet:
     def run(self, cid: str, group: str = "") -> None:
         self.ids.append(cid)
         extra = ["--annotation", f"io.kubernetes.cri.sandbox-id={group}"] if group else []
-        self.c.ctr("run", "-d", "--runtime", self.runtime, *extra, self.ref, cid, "/bin/sleep", "3600", timeout=120)
+        self.c.ctr("run", "-d", "--runtime", self.runtime.name, *self.runtime.flags, *extra, self.ref, cid,
+                   "/bin/sleep", "3600", timeout=120)
 
     def start_many(self, count: int, group: str = "", parallel: int = PARALLEL) -> float:
         """Start ``count`` containers with ``parallel`` ctr commands at once; the wall time."""
@@ -86,21 +107,22 @@ class Fleet:
         self.ids.clear()
 
 
-def shim_pids(c, runtime: str, extra: list[int]) -> list[int]:
+def shim_pids(c, runtime: Runtime, extra: list[int]) -> list[int]:
     daemons = [p.pid for p in procs.shims_of(c.address) if "-id" in p.argv and "start" not in p.argv
-               and "delete" not in p.argv]
-    return daemons + (extra if runtime == PYSHIM else [])
+               and "delete" not in p.argv and runtime.owns(p.argv)]
+    return daemons + (extra if runtime.fork_server else [])
 
 
-def run_rm(c, runtime: str, rootfs: str) -> float:
+def run_rm(c, runtime: Runtime, rootfs: str) -> float:
     """(a) one ``ctr run --rm --rootfs DIR id /bin/true``."""
     cid = new_id("a")
     t = time.perf_counter()
-    c.ctr("run", "--rm", "--runtime", runtime, "--rootfs", rootfs, cid, "/bin/true", timeout=120)
+    c.ctr("run", "--rm", "--runtime", runtime.name, *runtime.flags, "--rootfs", rootfs, cid, "/bin/true",
+          timeout=120)
     return time.perf_counter() - t
 
 
-def memory_rows(c, runtime: str, ref: str, extra_pids, counts=(1, 10, 100), groups=(10, 10)) -> dict:
+def memory_rows(c, runtime: Runtime, ref: str, extra_pids, counts=(1, 10, 100), groups=(10, 10)) -> dict:
     """(c) total memory of the shim processes with N single-container tasks, and with groups."""
     out = {}
     for n in counts:
@@ -117,13 +139,13 @@ def memory_rows(c, runtime: str, ref: str, extra_pids, counts=(1, 10, 100), grou
     return out
 
 
-def concurrent_starts(c, runtime: str, ref: str, count: int, group: bool = False) -> float:
+def concurrent_starts(c, runtime: Runtime, ref: str, count: int, group: bool = False) -> float:
     """(d) wall time of ``count`` ``ctr run -d`` issued at once (one group when ``group``)."""
     with Fleet(c, runtime, ref) as fleet:
         return fleet.start_many(count, group=new_id("grp") if group else "", parallel=count)
 
 
-def exec_latency(c, runtime: str, ref: str, runs: int) -> list[float]:
+def exec_latency(c, runtime: Runtime, ref: str, runs: int) -> list[float]:
     """(e) ``ctr task exec`` of /bin/true in a running container."""
     with Fleet(c, runtime, ref) as fleet:
         cid = new_id("e")
@@ -154,7 +176,7 @@ async def _state_calls(address: str, service: str, cid: str, callers: int, calls
         return time.perf_counter() - t0, latencies
 
 
-def state_rpc(c, runtime: str, ref: str, calls: int) -> dict[str, float]:
+def state_rpc(c, runtime: Runtime, ref: str, calls: int) -> dict[str, float]:
     """(f) State round-trips per second and p99 at 1 and 8 callers sharing one connection (our trio client)."""
     out = {}
     with Fleet(c, runtime, ref) as fleet:

@@ -110,9 +110,27 @@ class Runner:
             raise RuntimeError(f"{' '.join(argv)}: exit {r['rc']}: {out[-500:]!r}")
         return r["t0"], r["t1"] - r["t0"], r["cpu"], out
 
+    def _shutdown(self, path: str, cid: str, pid: int) -> tuple[float, float]:
+        """(seconds until Shutdown was answered, until the daemon was gone)."""
+        pidfd = os.pidfd_open(pid)
+        try:
+            t1 = time.perf_counter()
+            try:
+                call(path, self.service, "Shutdown", task_v2_pb2.ShutdownRequest(id=cid), empty_pb2.Empty)
+            except (ConnectionError, OSError):
+                pass
+            answered = time.perf_counter() - t1
+            if not select.select([pidfd], [], [], 30)[0]:
+                raise RuntimeError(f"shim {pid} did not exit after Shutdown")
+            return answered, time.perf_counter() - t1
+        finally:
+            os.close(pidfd)
+
     def lifecycle(self, binary: str, extra_env: dict[str, str] | None = None,
-                  options_json: str | None = None) -> dict[str, float]:
-        """One start/Connect/Shutdown/delete of ``binary``; ``options_json``: the Rust shim's options.json."""
+                  options_json: str | None = None, shared: bool = False) -> dict[str, float]:
+        """One start/Connect/Shutdown/delete of ``binary``; ``options_json``: the Rust shim's options.json.
+        ``shared``: pyshim with a shared daemon (its config in ``extra_env``): the start that joins a live
+        daemon is timed, and there is no Shutdown to time (the daemon stays for the next container)."""
         c = self.c
         cid = f"direct-{uuid.uuid4().hex[:10]}"
         bundle = self.workdir / cid
@@ -144,25 +162,14 @@ class Runner:
                     raise
                 pid = 0
             answered = time.perf_counter() - t0
-            pid = pid or daemon_pid(c.address, cid)
-            pidfd = os.pidfd_open(pid)
-            try:
-                t1 = time.perf_counter()
-                try:
-                    call(path, self.service, "Shutdown", task_v2_pb2.ShutdownRequest(id=cid), empty_pb2.Empty)
-                except (ConnectionError, OSError):
-                    pass
-                shutdown_answer = time.perf_counter() - t1
-                if not select.select([pidfd], [], [], 30)[0]:
-                    raise RuntimeError(f"shim {pid} did not exit after Shutdown")
-                shutdown = time.perf_counter() - t1
-            finally:
-                os.close(pidfd)
+            shutdown = shutdown_answer = None
+            if not shared:  # a shared daemon stays for the next container: no Shutdown to time
+                shutdown_answer, shutdown = self._shutdown(path, cid, pid or daemon_pid(c.address, cid))
             _, delete_wall, delete_cpu, out = self._run([*common, "-bundle", str(bundle), "delete"], bundle, env)
             if not out:
                 raise RuntimeError("delete printed no DeleteResponse")
         except BaseException:
-            if (pid := daemon_pid(c.address, cid, missing_ok=True)):
+            if not shared and (pid := daemon_pid(c.address, cid, missing_ok=True)):
                 os.kill(pid, 9)
             raise
         finally:

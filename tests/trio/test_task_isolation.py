@@ -86,3 +86,11 @@ async def test_a_backend_that_raises_a_non_backend_error_fails_only_that_request
         # the failing container can still be cleaned up
         await h.service.kill(None, pb.KillRequest(id="bad", signal=9))
         assert (await h.service.delete(None, pb.DeleteRequest(id="bad"))).exit_status == 0
+
+
+async def test_a_normal_lifecycle_runs_the_runtime_once_per_step(tmp_path):
+    """create, start, delete: no second (forced) runtime delete after a successful one."""
+    async with harness(tmp_path) as h:
+        pid = await running(h, "c1")
+        await exits_cleanly(h, "c1", pid, 0)
+        assert h.backend.ops() == ["create", "start", "delete"]

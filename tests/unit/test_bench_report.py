@@ -12,9 +12,9 @@ from bench.shimbench import report
 ARGS = SimpleNamespace(runs=3, exec_runs=3, calls=10)
 
 
-def info(rust: str | None) -> dict:
+def info(rust: str | None, shared: bool = False) -> dict:
     return {"cores": 2, "cpu": "cpu", "os": "os", "kernel": "k", "python": "3.11", "containerd": "1.6.20",
-            "load_1m": 0.5, "rust_shim": rust}
+            "load_1m": 0.5, "rust_shim": rust, "shared": shared}
 
 
 def row(text: str, name: str) -> list[str]:
@@ -53,3 +53,25 @@ def test_memory_rows_count_processes_of_every_shim_and_the_fork_server_only_for_
     assert row(text, "(c) total PSS, tasks 100 (103/100 procs)") == ["900.0", "300.0", "3.00", "<=", "1.0"]
     assert row(text, "(c) 1 container: the daemon's USS, MiB") == ["10.0", "12.0", "0.83"]
     assert row(text, "(c)   of which fork server + zygotes (no tasks), PSS") == ["45.0", "-"]
+
+
+def test_shared_column_its_ratios_and_targets():
+    kib = 1024
+    res = {"a_run_rm": {"pyshim": [0.12], "shared": [0.09], "go": [0.1], "rust": [0.08]},
+           "b_direct": {k: [{"start_answer": v, "start_exit": v, "start_cpu": v, "delete": v, "delete_cpu": v,
+                             "shutdown": None if k == "shared" else v, "shutdown_answer": None if k == "shared" else v}]
+                        for k, v in (("pyshim", 0.016), ("pyshim_fresh", 0.2), ("shared", 0.008), ("go", 0.008),
+                                     ("rust", 0.004))},
+           "c_memory": {"pyshim": {"tasks_100": {"processes": 103, "pss": 900 * kib}},
+                        "shared": {"tasks_100": {"processes": 2, "pss": 60 * kib}},
+                        "go": {"tasks_100": {"processes": 100, "pss": 300 * kib}},
+                        "rust": {"tasks_100": {"processes": 100, "pss": 100 * kib}}}}
+    text = report.table(res, info("/x/rs", shared=True), "today", ARGS)
+    assert text.splitlines()[2].split()[1:9] == ["pyshim", "shared", "runc.v2", "rust", "py/go", "sh/go", "py/rust",
+                                                  "sh/rust"]
+    assert row(text, "(a) ctr run --rm /bin/true, median ms") == [
+        "120.0", "90.0", "100.0", "80.0", "1.20", "0.90", "1.50", "1.12", "<=", "1.00;", "sh", "<=", "1.0", "(0.9)"]
+    assert row(text, "(c) total PSS, tasks 100 (103/2/100/100 procs)")[:8] == [
+        "900.0", "60.0", "300.0", "100.0", "3.00", "0.20", "9.00", "0.60"]
+    assert row(text, "(b)   without the fork server (fresh daemon)")[:4] == ["200.0", "-", "8.0", "4.0"]
+    assert row(text, "(b) Shutdown answered, ms")[:4] == ["16.0", "-", "8.0", "4.0"]  # a shared daemon has none

@@ -254,7 +254,8 @@ async def test_binary_is_resolved_on_path(bundle, tmp_path, monkeypatch):
     backend = OciCli(configure(builtin.RUNC, {}, "ns"), fake)
     await backend.start(ContainerRef("c1", bundle))
     assert fake.calls[0]["argv"][0] == str(exe)
-    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # a backend takes the environment at its first call
+    backend = OciCli(configure(builtin.RUNC, {}, "ns"), fake)
     with pytest.raises(RuntimeFailed, match='^OCI runtime start failed: exec: "runc": executable file not found '
                                             r'in \$PATH$'):
         await backend.start(ContainerRef("c1", bundle))

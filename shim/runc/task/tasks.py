@@ -149,11 +149,14 @@ class Tasks:
                 container.handle_exit, container.init, early.status, early.timestamp, self.events)
         return pid
 
-    async def _forget(self, container: Container) -> None:
-        try:
-            await container.backend.delete(container.ref, force=True)
-        except BackendError as e:
-            log.debug("cleanup delete of %s: %s", container.id, e)
+    async def _forget(self, container: Container, *, runtime_deleted: bool = False) -> None:
+        """Drop the container from the table, releasing its IO and mounts; a container whose runtime delete did not
+        run (a failed create) is force-deleted in the runtime first."""
+        if not runtime_deleted:
+            try:
+                await container.backend.delete(container.ref, force=True)
+            except BackendError as e:
+                log.debug("cleanup delete of %s: %s", container.id, e)
         await container.release()
         container.closed.set()
         for pid in [pid for pid, (c, _) in self._pids.items() if c is container]:
@@ -172,7 +175,7 @@ class Tasks:
         if exec_id:
             return await c.delete_exec(exec_id)
         p = await c.delete_init()
-        await self._forget(c)
+        await self._forget(c, runtime_deleted=True)
         self.events.delete(id, p.pid, p.exit_status, p.exited_at)
         return p
 
