@@ -18,7 +18,8 @@ Rules:
 - A shared daemon moves its cwd to ``/``: the bundle it started in belongs to one container and goes with it.
 - The daemon owns its socket file: it unlinks the path its listener is bound to, while still bound, so a
   concurrent ``start`` of the group binds a fresh socket instead of taking ours for stale.
-- SIGUSR1 logs every trio task and where it waits (like the Go shim's stack dump).
+- SIGUSR1 logs every trio task and where it waits (like the Go shim's stack dump) and, when the daemon runs
+  with PYTHONTRACEMALLOC, its traced Python memory and top allocation sites.
 """
 from __future__ import annotations
 
@@ -217,8 +218,21 @@ async def _signals(daemon: Daemon) -> None:
         async for signum in signals:
             if signum == signal.SIGUSR1:
                 log.info("task dump:\n%s", "\n".join(_task_tree(trio.lowlevel.current_root_task())))
+                _memory_dump()
             else:
                 daemon.stop()
+
+
+def _memory_dump() -> None:
+    """With PYTHONTRACEMALLOC set for the daemon: its traced Python memory and the top allocation sites."""
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        return
+    current, peak = tracemalloc.get_traced_memory()
+    top = tracemalloc.take_snapshot().statistics("lineno")[:15]
+    log.info("traced memory: %d bytes now, %d at the peak; top sites:\n%s", current, peak,
+             "\n".join(str(stat) for stat in top))
 
 
 def _task_tree(task, depth: int = 0) -> list[str]:

@@ -109,8 +109,10 @@ class RuncManager(Manager):
 
     def warm_up(self) -> None:
         from runtime import registry
+        from shim.runc.cgroups import net
 
         registry.available()  # the entry-point scan: importlib.metadata caches the distributions it read
+        net.load_netlink()  # pyroute2, which daemons import lazily: shared pages instead of a copy per daemon
 
     def task_service(self, daemon: Daemon) -> TaskService:
         from shim.runc.service import RuncTaskService

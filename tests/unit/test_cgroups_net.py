@@ -97,3 +97,16 @@ def test_host_namespace_and_dead_process():
     with pytest.raises(OSError):
         net.host_netns(dead.pid)
     assert _fds() == before
+
+
+def test_pyroute2_loads_with_the_first_dump_not_with_the_daemon() -> None:
+    """A daemon that never reports network counters never pays for pyroute2 (asyncio, sqlite3, ...); the fork
+    server's warm-up loads it once for every daemon it forks."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import shim.runc.service, shim.runc.task.tasks, shim.daemon; "
+            "assert 'pyroute2' not in sys.modules and 'asyncio' not in sys.modules, 'loaded with the daemon'; "
+            "from shim.runc.manager import MANAGER; MANAGER.warm_up(); assert 'pyroute2.netlink.rtnl.ifinfmsg' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

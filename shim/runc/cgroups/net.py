@@ -6,7 +6,9 @@ Rules:
   creates the socket and ends: its namespace dies with it, so there is nothing to restore and nothing can
   leak into a reused worker thread. The dump then runs on the calling thread with that socket.
 - pyroute2's message class `ifinfmsg` encodes the RTM_GETLINK dump and decodes the replies (name and
-  IFLA_STATS64). pyroute2's IPRoute is not used: it builds and tears down an asyncio loop per instance, several
+  IFLA_STATS64). pyroute2 is imported at the first dump, not with this module: importing it loads asyncio,
+  sqlite3 and multiprocessing, about a third of a fresh daemon's memory (bench/README.md), which a daemon
+  nobody asks for network counters (no Stats, or a host-network container) never needs. pyroute2's IPRoute is not used: it builds and tears down an asyncio loop per instance, several
   times this path's cost (bench/README.md).
 - Loopback interfaces are skipped (IFF_LOOPBACK, read from the message header before decoding):
   traffic inside the container is not network usage; cAdvisor/kubelet and Docker's stats do the same.
@@ -23,9 +25,9 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
-from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWLINK
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 CLONE_NEWNET = 0x40000000
 IFF_LOOPBACK = 0x8
@@ -80,7 +82,17 @@ def _socket_in_netns(pid: int) -> socket.socket:
     return result[0]
 
 
+def load_netlink():
+    """pyroute2's constants and message class (imported on first use, see the module rules)."""
+    from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+    from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWLINK
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    return NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, RTM_GETLINK, RTM_NEWLINK, ifinfmsg
+
+
 def _dump_request(seq: int) -> bytes:
+    NLM_F_DUMP, NLM_F_REQUEST, _, _, RTM_GETLINK, _, ifinfmsg = load_netlink()
     req = ifinfmsg()
     req["family"] = socket.AF_UNSPEC
     req["header"]["type"] = RTM_GETLINK
@@ -105,6 +117,7 @@ def interfaces(pid: int) -> list[Interface]:
 
 
 def _read_dump(sock: socket.socket) -> list[Interface]:
+    _, _, NLMSG_DONE, NLMSG_ERROR, _, RTM_NEWLINK, _ = load_netlink()
     out: list[Interface] = []
     while True:
         data = sock.recv(1 << 16)
@@ -128,7 +141,7 @@ def _read_dump(sock: socket.socket) -> list[Interface]:
 
 
 def _decode(raw: bytes) -> Interface | None:
-    msg = ifinfmsg(raw)
+    msg = load_netlink()[-1](raw)
     msg.decode()
     name = msg.get_attr("IFLA_IFNAME")
     st = msg.get_attr("IFLA_STATS64") or msg.get_attr("IFLA_STATS")
