@@ -3,8 +3,9 @@
 Rules:
 - Commands run only through the injected Launcher (the shim's reaper); argv comes from the pure builders in
   runtime/oci_argv.py, argv[0] resolved against the runtime's $PATH at each call.
-- Environment: the process environment minus NOTIFY_SOCKET, plus cfg.extra_env, taken at the first call (a
-  shim's environment does not change; building it per call was a measurable part of every call).
+- Environment: the process environment minus NOTIFY_SOCKET, plus cfg.extra_env, made once per distinct
+  extra_env and shared by every backend of the process (a shim's environment does not change; building it per
+  call was a measurable part of every call, and a copy per container a measurable part of a shared daemon).
 - StdioFds for create/exec/restore: the caller's fds; a missing one is /dev/null (opened and closed here), except in
   terminal mode where stdout/stderr are captured (the container uses the pty) so their text can explain a failure.
 - Errors: before each call a LogCursor remembers the end of <bundle>/log.json; on a non-zero exit the last error
@@ -112,6 +113,16 @@ def rewrite_spec(config_json: str, keys: tuple[str, ...], oci_version: str = "")
     return True
 
 
+_ENVIRONMENTS: dict[tuple, dict[str, str]] = {}
+
+
+def _runtime_env(cfg: OciConfig) -> dict[str, str]:
+    env = _ENVIRONMENTS.get(cfg.extra_env)
+    if env is None:
+        env = _ENVIRONMENTS[cfg.extra_env] = oci_argv.runtime_env(cfg, os.environ)
+    return env
+
+
 class OciCli:
     """RuntimeBackend for one OciConfig (namespace already applied to its root)."""
 
@@ -120,15 +131,12 @@ class OciCli:
         self.name = cfg.name
         self.capabilities = cfg.capabilities
         self._launcher = launcher
-        self._env: dict[str, str] | None = None  # the runtime's environment, made once (the shim's does not change)
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
     async def _run(self, op: str, argv: list[str], bundle: str, *, stdin: int | bytes | None = None,
                    stdout: int | None = None, stderr: int | None = None) -> RunResult:
-        if self._env is None:
-            self._env = oci_argv.runtime_env(self.cfg, os.environ)
-        env = self._env
+        env = _runtime_env(self.cfg)
         binary = argv[0]
         if os.sep not in binary:
             found = shutil.which(binary, path=env.get("PATH", os.defpath))

@@ -18,8 +18,9 @@ Rules:
 - A shared daemon moves its cwd to ``/``: the bundle it started in belongs to one container and goes with it.
 - The daemon owns its socket file: it unlinks the path its listener is bound to, while still bound, so a
   concurrent ``start`` of the group binds a fresh socket instead of taking ours for stale.
-- SIGUSR1 logs every trio task and where it waits (like the Go shim's stack dump) and, when the daemon runs
-  with PYTHONTRACEMALLOC, its traced Python memory and top allocation sites.
+- SIGUSR1 logs every trio task and where it waits (like the Go shim's stack dump) and, when the daemon traces
+  memory (``PYSHIM_TRACEMALLOC=1`` in its environment: the installed launcher runs Python isolated, so
+  PYTHONTRACEMALLOC is ignored), its traced Python memory and top allocation sites.
 """
 from __future__ import annotations
 
@@ -158,6 +159,10 @@ def run(manager: Manager, flags: ShimFlags, listen_fd: int) -> int:
     from shim.daemon_log import setup_logging
 
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    if os.environ.get("PYSHIM_TRACEMALLOC"):
+        import tracemalloc
+
+        tracemalloc.start()
     _cloexec_inherited()
     task_logs = setup_logging(flags, manager.name)
     try:
@@ -224,7 +229,7 @@ async def _signals(daemon: Daemon) -> None:
 
 
 def _memory_dump() -> None:
-    """With PYTHONTRACEMALLOC set for the daemon: its traced Python memory and the top allocation sites."""
+    """When the daemon traces memory: its traced Python memory and the top allocation sites."""
     import tracemalloc
 
     if not tracemalloc.is_tracing():

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from runtime import builtin
+from runtime import builtin, oci_cli
 from runtime.base import (
     CheckpointSpec,
     ContainerRef,
@@ -244,6 +244,7 @@ async def test_unsupported_operations_run_nothing(bundle):
 
 
 async def test_binary_is_resolved_on_path(bundle, tmp_path, monkeypatch):
+    monkeypatch.setattr(oci_cli, "_ENVIRONMENTS", {})  # the environment is made once per process
     bindir = tmp_path / "bin"
     bindir.mkdir()
     exe = bindir / "runc"
@@ -254,8 +255,8 @@ async def test_binary_is_resolved_on_path(bundle, tmp_path, monkeypatch):
     backend = OciCli(configure(builtin.RUNC, {}, "ns"), fake)
     await backend.start(ContainerRef("c1", bundle))
     assert fake.calls[0]["argv"][0] == str(exe)
-    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # a backend takes the environment at its first call
-    backend = OciCli(configure(builtin.RUNC, {}, "ns"), fake)
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(oci_cli, "_ENVIRONMENTS", {})  # as a process started with that PATH would see it
     with pytest.raises(RuntimeFailed, match='^OCI runtime start failed: exec: "runc": executable file not found '
                                             r'in \$PATH$'):
         await backend.start(ContainerRef("c1", bundle))
