@@ -5,10 +5,16 @@ Rules:
   one channel. The publisher task, started in the daemon's root nursery, is the channel's only reader
   and sends events one at a time, so per-process order (create, start, exit, delete) is the emit order.
 - A containerd restart is normal: on a closed connection or a refused connect the publisher reconnects
-  and retries the same event with a growing back-off (capped at 2 s) for up to RETRY_WINDOW seconds,
-  so exits are not lost while containerd is down. A new event (containerd is calling us again) or
-  `close` cuts the back-off short, so a shim whose containerd came back neither delays its events nor
-  its exit. Only an event containerd rejects as invalid is dropped (logged).
+  and retries the same event with a growing back-off (capped at 2 s) for as long as the daemon lives, so
+  no exit is lost however long containerd is down (containerd keeps no events of its own: what a shim does not
+  deliver, nobody sees; the Go shim gives up after six tries, ~15 s). Order is kept: the one sender retries the
+  head of the queue and nothing overtakes it. Delivery is once, except an event containerd received just
+  before it died while answering, which is sent again (at least once).
+- The bound is the queue: QUEUE_DEPTH events wait (each a few hundred bytes); an event emitted while the queue
+  is full is dropped and logged. A daemon's tasks emit a handful of events each while containerd is down, far
+  below it. Only an event containerd rejects as invalid is dropped (logged).
+- A new event (containerd is calling us again) or `close` cuts the back-off short, so a shim whose containerd
+  came back neither delays its events nor its exit.
 - The envelope timestamp is always set (containerd 1.6 rejects a missing one).
 - The publisher owns its ttrpc client connection and closes it when it stops.
 """
@@ -30,8 +36,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "containerd.services.events.ttrpc.v1.Events"
 NAMESPACE_KEY = "containerd-namespace-ttrpc"
-QUEUE_DEPTH = 2048
-RETRY_WINDOW = 300.0
+QUEUE_DEPTH = 16384
 FORWARD_TIMEOUT = 5.0
 
 
@@ -94,7 +99,6 @@ class Publisher:
             log.warning("TTRPC_ADDRESS is empty: events will not be published")
         async with self._recv:
             event: _Event | None = None
-            first_failure = 0.0
             delay = 0.05
             while True:
                 if event is None:
@@ -113,7 +117,7 @@ class Publisher:
                                 SERVICE, "Forward", _forward_request(event, self._namespace), _Empty,
                                 timeout=FORWARD_TIMEOUT, metadata=((NAMESPACE_KEY, self._namespace),),
                             )
-                            event, first_failure, delay = None, 0.0, 0.05
+                            event, delay = None, 0.05
                             self._done()
                             try:
                                 event = await self._recv.receive()
@@ -131,13 +135,6 @@ class Publisher:
                 except Exception as e:  # never let the publisher take the daemon down
                     log.exception("publishing %s failed unexpectedly", event.topic)
                     err = repr(e)
-                now = trio.current_time()
-                first_failure = first_failure or now
-                if now - first_failure > RETRY_WINDOW:
-                    log.error("dropping event %s after %.0f s of failures: %s", event.topic, RETRY_WINDOW, err)
-                    event, first_failure = None, 0.0
-                    self._done()
-                    continue
                 log.debug("publishing %s failed (%s), retrying in %.2f s", event.topic, err, delay)
                 if not self._closing:
                     self._wake = trio.Event()
