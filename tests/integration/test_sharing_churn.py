@@ -1,5 +1,6 @@
-"""Churn through one shared daemon: container after container is created, started, exec'ed into, killed and
-deleted while the daemon lives on; nothing it holds may grow with the number of containers it has served.
+"""Churn through one long-lived daemon, shared (``sharing = "namespace"``) or a pod's (the group annotation):
+container after container is created, started, exec'ed into, killed and deleted while the daemon lives on; nothing
+it holds may grow with the number of containers it has served.
 
 What is checked (bench/shim_bench.py's churn case runs the same loop 2,000 times and reports the slopes): after a
 warm-up, the daemon's open descriptors and threads are back to exactly their baseline once every churned container
@@ -34,10 +35,9 @@ def footprint(pid: int) -> dict[str, int]:
             "rss": int(fields["VmRSS"].split()[0])}
 
 
-def lifecycle(c, ref: str, cfg: Path) -> None:
+def lifecycle(c, ref: str, flags: list[str]) -> None:
     cid = new_id("churn")
-    run = ctr_bytes(c, "run", "-d", "--runtime", PYSHIM, "--runtime-config-path", str(cfg), ref, cid,
-                    "/bin/sleep", "600")
+    run = ctr_bytes(c, "run", "-d", "--runtime", PYSHIM, *flags, ref, cid, "/bin/sleep", "600")
     assert run.returncode == 0, run.stderr
     out = ctr_bytes(c, "task", "exec", "--exec-id", f"x{uuid.uuid4().hex[:6]}", cid, "/bin/echo", cid)
     assert (out.returncode, out.stdout) == (0, f"{cid}\n".encode()), out
@@ -48,21 +48,27 @@ def lifecycle(c, ref: str, cfg: Path) -> None:
 
 
 @pytest.mark.parametrize("containerd_version", VERSIONS, indirect=True, ids=lambda v: f"containerd-{v}")
-def test_a_shared_daemon_does_not_grow_with_churn(containerd_factory, pyshim_binary, busybox_artifacts, tmp_path):
+@pytest.mark.parametrize("mode", ["shared", "grouped"])
+def test_a_long_lived_daemon_does_not_grow_with_churn(containerd_factory, pyshim_binary, busybox_artifacts,
+                                                      tmp_path, mode):
     c = containerd_factory(log_level="info")
     ref = import_image(c, busybox_artifacts)
-    cfg = write_config(tmp_path / "shared.toml", max_tasks=8, idle=1)  # the anchor keeps it up meanwhile
+    if mode == "shared":
+        cfg = write_config(tmp_path / "shared.toml", max_tasks=8, idle=1)  # the anchor keeps it up meanwhile
+        flags = ["--runtime-config-path", str(cfg)]
+    else:
+        flags = ["--annotation", f"io.pyshim.group={new_id('grp')}"]
     anchor = new_id("anchor")  # keeps the daemon alive between the churned containers
     try:
-        assert ctr_bytes(c, "run", "-d", "--runtime", PYSHIM, "--runtime-config-path", str(cfg), ref, anchor,
-                         "/bin/sleep", "3600").returncode == 0
+        assert ctr_bytes(c, "run", "-d", "--runtime", PYSHIM, *flags, ref, anchor, "/bin/sleep", "3600"
+                         ).returncode == 0
         wait_status(c, anchor, "RUNNING")
         daemon = daemon_of(c, anchor)
         for _ in range(WARMUP):
-            lifecycle(c, ref, cfg)
+            lifecycle(c, ref, flags)
         before = footprint(daemon)
         for _ in range(CHURN):
-            lifecycle(c, ref, cfg)
+            lifecycle(c, ref, flags)
         after = footprint(daemon)
         assert daemon_of(c, anchor) == daemon  # one daemon served them all
         assert after["fds"] == before["fds"], (before, after)
