@@ -9,7 +9,8 @@ Rules:
   reserved, refuses once the daemon is closing, and refuses when live tasks + unexpired reservations reach
   ``max_tasks``; otherwise it holds a place for RESERVATION_TTL. A Create is served even without a reservation
   (containerd 2.3+ may attach a pod's containers to the sandbox's daemon without a start of their own), and
-  while it runs it holds a place of its own, so the daemon never leaves under a Create in flight.
+  while it runs it holds a place of its own, so the daemon never leaves under a Create in flight. A Create that
+  fails frees its id's place at once: containerd never retries it (it deletes the task and starts afresh).
 - Idle exit (sharing only, ``run``): once no task is live and no reservation is held for ``idle_exit`` seconds,
   the daemon closes (every later reservation is refused) and shuts down. Without sharing, the daemon leaves on
   ``Daemon.shutdown`` as before, and ``run`` does nothing.
@@ -60,18 +61,14 @@ class Occupancy:
             task = getattr(request, "id", "")
             token = current_task.set(task)
             held = name == "Create" and task not in self.tasks
-            before = self.reservations.get(task)
             if held:  # a Create in flight holds its place, reserved or not: the daemon must not leave under it
                 self.reservations[task] = math.inf
                 self._touch()
             try:
                 response = await handler(ctx, request)
             except BaseException:
-                if held:
-                    if before is None:
-                        self.reservations.pop(task, None)
-                    else:
-                        self.reservations[task] = before
+                if held:  # containerd never retries a failed Create: its place is free at once
+                    self.reservations.pop(task, None)
                     self._touch()
                 raise
             finally:

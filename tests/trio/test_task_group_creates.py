@@ -59,3 +59,31 @@ async def test_fewer_creates_than_the_limit_all_run_at_once(tmp_path):
     backend = await create_many(tmp_path, 3, 5)
     assert backend.most == 3
 
+
+
+class HungBackend(FakeBackend):
+    """A backend whose creates of ids starting with "hung" never return (a runtime stuck in create)."""
+
+    async def create(self, spec):
+        if spec.id.startswith("hung"):
+            await trio.sleep_forever()
+        return await super().create(spec)
+
+
+async def test_creates_hung_in_the_runtime_hold_their_places_only_for_a_while(tmp_path, autojump_clock):
+    from shim.runc.task.tasks import CREATE_SLOT_HOLD
+    async with harness(tmp_path, HungBackend()) as h:
+        h.tasks._creates.total_tokens = 2
+        async with trio.open_nursery() as nursery:
+            for cid in ("hung1", "hung2"):
+                nursery.start_soon(h.service.create, None, pb.CreateTaskRequest(id=cid, bundle=h.bundle(cid)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.tasks._creates.borrowed_tokens == 2
+            started = trio.current_time()
+            with trio.fail_after(CREATE_SLOT_HOLD + 1):
+                await h.service.create(None, pb.CreateTaskRequest(id="ok", bundle=h.bundle("ok")))
+            assert trio.current_time() - started >= CREATE_SLOT_HOLD - 0.01  # the bound still held for a while
+            assert "ok" in h.tasks.containers
+            nursery.cancel_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.tasks._creates.borrowed_tokens == 0  # every place given back

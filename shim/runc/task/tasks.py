@@ -35,8 +35,11 @@ from shim.runc.task.states import Op, State
 
 log = logging.getLogger(__name__)
 
-# Creates of one shim (a group) run in parallel, never under a lock; at most this many backend creates at once.
+# Creates of one shim (a group) run in parallel, never under a lock; at most this many backend creates start at
+# once. A create holds its place in that bound until it ends or for CREATE_SLOT_HOLD seconds, whichever comes
+# first: the bound smooths bursts, and a create hung in the runtime never queues the daemon's other creates.
 CREATE_LIMIT = max(4, 2 * (os.cpu_count() or 1))
+CREATE_SLOT_HOLD = 5.0
 
 
 @dataclass(frozen=True)
@@ -131,13 +134,16 @@ class Tasks:
         self.idle = trio.Event() if self.idle.is_set() else self.idle
         try:
             container.io_nursery = await self._nursery.start(self._container_scope, container.closed, container.id)
-            async with self._creates:
+            done = await self._create_slot()
+            try:
                 with self.reaper.subscribe() as sub:
                     pid = await container.create(sub, dict(
                         no_pivot=req.options.no_pivot_root if req.options else False,
                         no_new_keyring=req.options.no_new_keyring if req.options else False,
                     ))
                     early = sub.reaped(pid)
+            finally:
+                done.set()
         except BaseException:
             with trio.move_on_after(10, shield=True):
                 await self._forget(container)
@@ -148,6 +154,23 @@ class Tasks:
             container.io_nursery.start_soon(
                 container.handle_exit, container.init, early.status, early.timestamp, self.events)
         return pid
+
+    async def _create_slot(self) -> trio.Event:
+        """Wait for a place among the creates (CREATE_LIMIT); it is given back when the returned event is set or
+        after CREATE_SLOT_HOLD seconds, whichever comes first."""
+        token = object()
+        await self._creates.acquire_on_behalf_of(token)
+        done = trio.Event()
+
+        async def hold() -> None:
+            try:
+                with trio.move_on_after(CREATE_SLOT_HOLD):
+                    await done.wait()
+            finally:
+                self._creates.release_on_behalf_of(token)
+
+        self._nursery.start_soon(hold)
+        return done
 
     async def _forget(self, container: Container, *, runtime_deleted: bool = False) -> None:
         """Drop the container from the table, releasing its IO and mounts; a container whose runtime delete did not
