@@ -118,6 +118,10 @@ if [ $DEV -eq 1 ]; then
   say "pip install tests/plugins/pyshim-envtag (example third-party backend)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --upgrade \
     "$HERE/tests/plugins/pyshim-envtag"
+  # a test-only backend that injects faults into one container (tests/integration/test_sharing_faults.py)
+  say "pip install tests/plugins/pyshim-faults (fault-injecting test backend)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --upgrade \
+    "$HERE/tests/plugins/pyshim-faults"
   # an example shim built on the library, packaged on its own (tests/integration/test_example_shim.py)
   say "pip install examples/chroot-shim (example shim io.containerd.pychroot.v1)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --upgrade \
