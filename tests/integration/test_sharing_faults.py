@@ -1,0 +1,438 @@
+"""Isolation inside a shared daemon: a fault while serving one container affects only that container.
+
+With pyshim.toml ``sharing = "namespace"`` one daemon serves the tasks of unrelated containers. Every test here
+starts its own private containerd and puts three healthy containers and one faulty container into ONE daemon
+(the same pid, ``daemon_of``), injects one fault into the faulty one, and proves with real containerd, runc and
+ctr that:
+- the faulty container gets a clear error (ctr's stderr names the injected fault, or the runtime's exit status)
+  and can still be removed: its task and container are deleted, and no process, runc state, bundle, mount or
+  daemon file descriptor of it is left;
+- the healthy containers, before the fault, while it lasts and after it, stay RUNNING, answer ``ctr task exec``
+  with their own exit codes and byte-exact output (``seq 1 20000``), and report their own exit codes (a TERM
+  trap each) when killed at the end; a new foreground container still runs in the same daemon;
+- the daemon is the same process all along: it did not crash, and no other daemon was started.
+
+The faults (tests/plugins/pyshim-faults picks its container by the annotation io.pyshim.test.fault):
+- a raising backend: a plain RuntimeError (a plugin's bug, not a BackendError) from start, exec or kill;
+- a killed runtime call: the runc of the faulty container's create or exec is a wrapper that sleeps, SIGKILLed
+  while the daemon waits for it; meanwhile the others' execs are served promptly (timed);
+- a hung runtime call: the faulty container's exec never returns; its client is killed, the container killed and
+  deleted, while the others' execs are served promptly (timed);
+- a broken stdio FIFO: the foreground ``ctr run`` reading a container that floods stdout is SIGKILLed; the
+  daemon does not spin on the dead reader, and the others stream on.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from tests.prereq import unavailable
+
+from .conftest import import_image, new_id
+from .e2e_helpers import (PYSHIM, cgroup_pids, cleanup, ctr_bytes, finish, start, task_row, wait_status,
+                          wait_until)
+from .harness import ctrout, procs
+from .harness.daemon import PrivateContainerd
+from .test_sharing import daemon_of, started_daemons
+
+DIST = "pyshim-faults"
+FAULT = "io.pyshim.test.fault"
+HEALTHY = 3
+IDLE = 2.0         # idle_timeout: a daemon without tasks exits after it
+PROMPT = 5.0       # seconds: one healthy ctr exec "served promptly", ctr's own start included, on a loaded 2-core host
+LINES = 20000
+SEQ = "".join(f"{i}\n" for i in range(1, LINES + 1)).encode()
+
+
+def trap_init(code: int) -> tuple[str, ...]:
+    """A container init that runs until SIGTERM, then exits ``code``."""
+    return ("/bin/sh", "-c", f"trap 'exit {code}' TERM; while :; do sleep 1; done")
+
+
+def daemon_fds(pid: int, text: str) -> list[str]:
+    """The targets of ``pid``'s open descriptors above stdio that contain ``text`` (a container id: its FIFOs,
+    its bundle). Stdio is left out: a daemon's fd 2 is, for life, the log FIFO of the container that started it
+    (shim/daemon_log.py)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        if int(fd) <= 2:
+            continue
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if text in target:
+            found.append(target)
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def deleted_status(res: subprocess.CompletedProcess) -> int:
+    """The exit status ``ctr task rm`` reported: ctr warns "task <id> exit with non-zero exit code <n>" and
+    exits 0 (0 when it says nothing)."""
+    assert res.returncode == 0, res.stderr
+    found = re.findall(r"exit with non-zero exit code (\d+)", res.stderr)
+    return int(found[-1]) if found else 0
+
+
+@dataclass
+class Shared:
+    """One private containerd whose pyshim daemon is shared by ``healthy`` containers and a faulty one."""
+
+    c: PrivateContainerd
+    ref: str
+    tmp: Path
+    cfg: Path = Path()
+    healthy: dict[str, int] = field(default_factory=dict)  # id -> the exit code of its TERM trap
+    owned: list[str] = field(default_factory=list)         # every container id made here (cleanup)
+    daemon: int = 0
+    daemons_started: int = 0
+    checks: int = 0
+
+    def configure(self, runc_binary: str = "", max_tasks: int = 32) -> None:
+        text = (f'sharing = "namespace"\nmax_tasks_per_daemon = {max_tasks}\nidle_timeout = {IDLE}\n'
+                'backend = "faulty"\n[backends.faulty]\ntype = "faults"\n')
+        if runc_binary:
+            text += f'[backends.faulty.runc]\nbinary_name = "{runc_binary}"\n'
+        self.cfg = self.tmp / "faults.toml"
+        self.cfg.write_text(text)
+
+    def run_argv(self, cid: str, *argv: str, fault: str = "", detach: bool = True) -> tuple[str, ...]:
+        self.owned.append(cid)
+        return ("run", *(("-d",) if detach else ("--rm",)), "--runtime", PYSHIM, "--runtime-config-path",
+                str(self.cfg), *(("--annotation", f"{FAULT}={fault}") if fault else ()), self.ref, cid, *argv)
+
+    def run_d(self, cid: str, *argv: str, fault: str = "") -> subprocess.CompletedProcess:
+        return finish(start(self.c, *self.run_argv(cid, *argv, fault=fault)), timeout=60)
+
+    def start_healthy(self) -> None:
+        """HEALTHY containers, one daemon; then the first check."""
+        if not self.cfg.name:
+            self.configure()
+        for i in range(HEALTHY):
+            cid = new_id(f"ok{i}")
+            res = self.run_d(cid, *trap_init(41 + i))
+            assert res.returncode == 0, (cid, res.stderr)
+            wait_status(self.c, cid, "RUNNING")
+            self.healthy[cid] = 41 + i
+        daemons = {cid: daemon_of(self.c, cid) for cid in self.healthy}
+        assert len(set(daemons.values())) == 1, daemons
+        self.daemon = next(iter(daemons.values()))
+        self.daemons_started = started_daemons(self.c)
+        self.check_healthy()
+
+    def in_daemon(self, cid: str) -> None:
+        """``cid`` is served by the shared daemon."""
+        assert daemon_of(self.c, cid) == self.daemon, cid
+
+    def exec_timed(self, cid: str, code: int) -> float:
+        """One ``ctr task exec`` in ``cid`` streaming LINES lines, then exiting ``code``; returns its seconds."""
+        self.checks += 1
+        began = time.monotonic()
+        out = ctr_bytes(self.c, "task", "exec", "--exec-id", f"chk{self.checks}", cid, "/bin/sh", "-c",
+                        f"seq 1 {LINES}; exit {code}")
+        took = time.monotonic() - began
+        assert out.returncode == code, (cid, out.returncode, out.stderr)
+        assert out.stdout == SEQ, (cid, len(out.stdout), out.stdout[-100:])
+        return took
+
+    def check_healthy(self, prompt: bool = False) -> None:
+        """The daemon is the same process; each healthy container is RUNNING in it, and an exec in each streams
+        its own output and returns its own exit code (within PROMPT seconds each when ``prompt``)."""
+        assert procs.alive(self.daemon), f"the shared daemon {self.daemon} is gone"
+        for i, cid in enumerate(self.healthy):
+            row = task_row(self.c, cid)
+            assert row is not None and row.status == "RUNNING", (cid, row)
+            self.in_daemon(cid)
+            took = self.exec_timed(cid, 10 + i)
+            if prompt:
+                assert took < PROMPT, f"exec in {cid} took {took:.1f} s while the fault was in progress"
+
+    def foreground(self) -> None:
+        """A new foreground container streams and exits with its code, in the same daemon (none was started)."""
+        cid = new_id("fg")
+        out = ctr_bytes(self.c, *self.run_argv(cid, "/bin/sh", "-c", f"seq 1 {LINES}; exit 3", detach=False),
+                        timeout=60)
+        assert (out.returncode, out.stdout) == (3, SEQ), (out.returncode, out.stderr)
+        assert started_daemons(self.c) == self.daemons_started, \
+            f"another daemon was started for {cid}: the shared daemon {self.daemon} refused it (full?)"
+
+    def remove(self, cid: str, code: int) -> None:
+        """Delete the STOPPED task ``cid`` (ctr reports its exit status: ``code``) and its container,
+        then check nothing of it is left."""
+        res = self.c.ctr("task", "rm", cid, check=False, timeout=30)
+        assert deleted_status(res) == code, (cid, res.returncode, res.stderr)
+        self.c.ctr("container", "rm", cid, timeout=30)
+        self.assert_gone(cid)
+
+    def assert_gone(self, cid: str) -> None:
+        """Nothing of ``cid`` is left: no task, container, process, runc state, bundle, mount, or descriptor of
+        the shared daemon."""
+        assert cid not in [t.id for t in ctrout.tasks(self.c.ctr("task", "ls").stdout)]
+        assert cid not in self.c.ctr("container", "ls", "--quiet").stdout.split()
+        assert not cgroup_pids(self.c.namespace, cid), cid
+        assert not (self.c.runc_root / cid).exists(), f"runc state of {cid} left"
+        bundle = self.c.bundle(cid)
+        wait_until(f"{cid}'s bundle to go", lambda: not bundle.exists(), 15)
+        assert not [m for m in procs.mounts_under(self.c.root, self.c.run_dir) if cid in m], cid
+        wait_until(f"the daemon to close every descriptor of {cid}",
+                   lambda: not daemon_fds(self.daemon, cid), 15)
+
+    def after(self) -> None:
+        """The fault is over: the healthy containers go on, take a new one, and end with their own codes."""
+        self.check_healthy()
+        self.foreground()
+        self.check_healthy()
+        assert procs.alive(self.daemon), f"the shared daemon {self.daemon} is gone"
+        for cid in self.healthy:
+            self.c.ctr("task", "kill", cid)  # SIGTERM: the trap exits with the container's own code
+        for cid, code in self.healthy.items():
+            wait_status(self.c, cid, "STOPPED")
+            self.remove(cid, code)
+        assert started_daemons(self.c) == self.daemons_started
+        # nothing of the faulty container holds the daemon either: without tasks it leaves after idle_timeout
+        wait_until(f"the shared daemon {self.daemon} to exit {IDLE} s after its last task",
+                   lambda: not procs.alive(self.daemon), IDLE + 15)
+
+
+@pytest.fixture
+def faults_installed() -> None:
+    try:
+        metadata.distribution(DIST)
+    except metadata.PackageNotFoundError:
+        unavailable(f"{DIST} is not installed in this venv (./install.sh --dev, as root, installs tests/plugins/{DIST})")
+
+
+@pytest.fixture
+def shared(containerd_factory, pyshim_binary, busybox_artifacts, faults_installed, tmp_path):
+    c = containerd_factory()
+    s = Shared(c, import_image(c, busybox_artifacts), tmp_path)
+    try:
+        yield s
+    finally:
+        cleanup(c, *s.owned)
+
+
+# -- a raising backend ----------------------------------------------------------------------------------------
+
+def test_a_raising_start_fails_only_its_container(shared):
+    s = shared
+    s.start_healthy()
+    bad = new_id("bad")
+    res = s.run_d(bad, *trap_init(50), fault="raise:start")
+    assert res.returncode != 0
+    assert f"injected fault raise:start in container {bad}" in res.stderr.decode(), res.stderr
+    row = task_row(s.c, bad)
+    assert row is not None and row.status == "CREATED", row  # created, never started
+    s.in_daemon(bad)
+    s.check_healthy()
+    s.c.ctr("task", "kill", "--signal", "SIGKILL", bad)  # a created task is killed, then deleted
+    wait_status(s.c, bad, "STOPPED")
+    s.remove(bad, 137)
+    s.after()
+
+
+def test_a_raising_exec_fails_only_that_exec(shared):
+    s = shared
+    s.start_healthy()
+    bad = new_id("bad")
+    res = s.run_d(bad, *trap_init(51), fault="raise:exec")
+    assert res.returncode == 0, res.stderr
+    wait_status(s.c, bad, "RUNNING")
+    s.in_daemon(bad)
+    for attempt in range(2):
+        out = ctr_bytes(s.c, "task", "exec", "--exec-id", f"x{attempt}", bad, "/bin/echo", "never")
+        assert out.returncode != 0 and out.stdout == b"", out
+        assert f"injected fault raise:exec in container {bad}" in out.stderr.decode(), out.stderr
+        s.check_healthy()
+    infos = [p.info for p in ctrout.task_processes(s.c.ctr("task", "ps", bad).stdout)]
+    assert not [i for i in infos if "x0" in i or "x1" in i], infos  # the failed execs are gone
+    s.c.ctr("task", "kill", bad)
+    wait_status(s.c, bad, "STOPPED")
+    s.remove(bad, 51)
+    s.after()
+
+
+def test_a_raising_kill_fails_only_that_kill(shared):
+    s = shared
+    s.start_healthy()
+    bad = new_id("bad")
+    res = s.run_d(bad, *trap_init(52), fault="raise:kill")
+    assert res.returncode == 0, res.stderr
+    wait_status(s.c, bad, "RUNNING")
+    s.in_daemon(bad)
+    for args in ((), ("--all",), ("--signal", "SIGKILL")):
+        out = s.c.ctr("task", "kill", *args, bad, check=False)
+        assert out.returncode != 0, out
+        assert f"injected fault raise:kill in container {bad}" in out.stderr, out.stderr
+        assert task_row(s.c, bad).status == "RUNNING"
+        s.check_healthy()
+    # the container's own processes can still end it: its init's trap exits 52
+    out = ctr_bytes(s.c, "task", "exec", "--exec-id", "term", bad, "/bin/sh", "-c", "kill -TERM 1")
+    assert out.returncode == 0, out.stderr
+    wait_status(s.c, bad, "STOPPED")
+    s.remove(bad, 52)
+    s.after()
+
+
+# -- a killed runtime call ------------------------------------------------------------------------------------
+
+WRAPPER = """#!/bin/sh
+# runc, except the first `{op}` of container {cid}: that one writes its pid to {pidfile} and sleeps
+op=
+hit=
+for a in "$@"; do
+  case "$a" in
+    create|start|exec|kill|delete|state|ps|pause|resume|update) [ -z "$op" ] && op=$a ;;
+  esac
+  [ "$a" = "{cid}" ] && hit=1
+done
+if [ "$op" = "{op}" ] && [ -n "$hit" ] && [ ! -e "{pidfile}" ]; then
+  echo $$ > "{pidfile}.tmp" && mv "{pidfile}.tmp" "{pidfile}"
+  exec {sleep} 600
+fi
+exec {runc} "$@"
+"""
+
+
+def runc_wrapper(tmp: Path, cid: str, op: str) -> tuple[Path, Path]:
+    """(a runc wrapper whose first ``op`` of ``cid`` sleeps, the file that will name its pid)."""
+    runc, sleep = shutil.which("runc"), shutil.which("sleep")
+    if runc is None or sleep is None:
+        unavailable("runc and sleep must be on PATH")
+    pidfile = tmp / f"wrapper-{op}.pid"
+    script = tmp / "runc-wrapper"
+    script.write_text(WRAPPER.format(op=op, cid=cid, pidfile=pidfile, sleep=sleep, runc=runc))
+    script.chmod(0o755)
+    return script, pidfile
+
+
+def wrapper_pid(pidfile: Path, client: subprocess.Popen) -> int:
+    def read() -> int:
+        assert client.poll() is None, finish(client)  # the client must still wait for the runtime call
+        try:
+            return int(pidfile.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+    return wait_until("the runtime call of the faulty container to start", read, 60)
+
+
+@pytest.mark.parametrize("op", ["create", "exec"])
+def test_a_killed_runtime_call_fails_only_its_container(shared, op):
+    s = shared
+    bad = new_id("bad")
+    script, pidfile = runc_wrapper(s.tmp, bad, op)
+    # the shard has room for exactly the healthy ones and the faulty one: once the faulty one is gone, its place
+    # must be free again, for the foreground container of ``after`` (else that one starts another daemon)
+    s.configure(runc_binary=str(script), max_tasks=HEALTHY + 1)
+    s.start_healthy()
+    if op == "create":
+        client = start(s.c, *s.run_argv(bad, *trap_init(53)))
+    else:
+        res = s.run_d(bad, *trap_init(53))
+        assert res.returncode == 0, res.stderr
+        wait_status(s.c, bad, "RUNNING")
+        s.in_daemon(bad)
+        client = start(s.c, "task", "exec", "--exec-id", "killed", bad, "/bin/echo", "never")
+    hung = wrapper_pid(pidfile, client)
+    s.check_healthy(prompt=True)      # served while the daemon waits for the faulty container's runtime call
+    assert client.poll() is None and procs.alive(hung), "the runtime call ended before the others were checked"
+    os.kill(hung, signal.SIGKILL)
+    res = finish(client, timeout=60)
+    assert res.returncode != 0 and res.stdout == b"", res
+    assert "exit status 137" in res.stderr.decode(), res.stderr
+    if op == "create":
+        wait_until(f"{bad}'s task to go", lambda: task_row(s.c, bad) is None, 15)
+        s.c.ctr("container", "rm", bad, check=False)
+        s.assert_gone(bad)
+    else:
+        assert task_row(s.c, bad).status == "RUNNING"
+        out = ctr_bytes(s.c, "task", "exec", "--exec-id", "again", bad, "/bin/echo", "again")
+        assert (out.returncode, out.stdout) == (0, b"again\n"), out.stderr  # the container itself goes on
+        s.c.ctr("task", "kill", bad)
+        wait_status(s.c, bad, "STOPPED")
+        s.remove(bad, 53)
+    s.after()
+
+
+# -- a hung runtime call --------------------------------------------------------------------------------------
+
+def test_a_hung_exec_holds_only_its_container(shared):
+    s = shared
+    s.start_healthy()
+    bad = new_id("bad")
+    res = s.run_d(bad, *trap_init(54), fault="hang:exec")
+    assert res.returncode == 0, res.stderr
+    wait_status(s.c, bad, "RUNNING")
+    s.in_daemon(bad)
+    client = start(s.c, "task", "exec", "--exec-id", "hung", bad, "/bin/echo", "never")
+    time.sleep(1)
+    assert client.poll() is None, finish(client)
+    s.check_healthy(prompt=True)     # served while the faulty container's exec hangs
+    s.foreground()
+    assert client.poll() is None, finish(client)  # ... the hang lasted throughout
+    client.kill()
+    finish(client)
+    s.check_healthy(prompt=True)
+    began = time.monotonic()
+    s.c.ctr("task", "kill", bad)                  # its init is not held by the hung exec
+    wait_status(s.c, bad, "STOPPED")
+    s.remove(bad, 54)
+    assert time.monotonic() - began < 30
+    s.after()
+
+
+# -- a broken stdio FIFO --------------------------------------------------------------------------------------
+
+def test_a_dead_stdio_reader_affects_only_its_container(shared):
+    s = shared
+    s.start_healthy()
+    bad = new_id("bad")
+    fifo_dir = s.tmp / "fifos"
+    fifo_dir.mkdir()
+    argv = list(s.run_argv(bad, "/bin/sh", "-c", "i=0; while :; do echo flood $i; i=$((i+1)); done",
+                           detach=False))
+    argv.insert(argv.index("--rm") + 1, "--fifo-dir")
+    argv.insert(argv.index("--fifo-dir") + 1, str(fifo_dir))
+    client = start(s.c, *argv)
+    try:
+        got = b""
+        while len(got) < 256 * 1024:          # it streams to its client...
+            chunk = client.stdout.read1(65536)
+            assert chunk, finish(client)
+            got += chunk
+        assert got.startswith(b"flood 0\nflood 1\n"), got[:100]
+        s.in_daemon(bad)
+        assert any(bad in t and "stdout" in t for t in daemon_fds(s.daemon, bad))
+        client.kill()                          # ... until the client dies: the FIFO has no reader left
+        client.wait()
+    finally:
+        if client.poll() is None:
+            client.kill()
+        finish(client)
+    assert task_row(s.c, bad).status == "RUNNING"  # the container goes on (blocked on its full pipe)
+    time.sleep(1)
+    cpu = cpu_seconds(s.daemon)
+    time.sleep(3)
+    spent = cpu_seconds(s.daemon) - cpu
+    assert spent < 1.0, f"the daemon spent {spent:.2f} s of CPU in 3 s with a dead FIFO reader"
+    s.check_healthy(prompt=True)
+    s.foreground()
+    s.c.ctr("task", "kill", "--signal", "SIGKILL", bad)
+    wait_status(s.c, bad, "STOPPED")
+    s.remove(bad, 137)                          # its exit status is still reported
+    s.after()
