@@ -19,7 +19,18 @@ The faults (tests/plugins/pyshim-faults picks its container by the annotation io
 - a hung runtime call: the faulty container's exec never returns; its client is killed, the container killed and
   deleted, while the others' execs are served promptly (timed);
 - a broken stdio FIFO: the foreground ``ctr run`` reading a container that floods stdout is SIGKILLed; the
-  daemon does not spin on the dead reader, and the others stream on.
+  daemon does not spin on the dead reader, and the others stream on;
+- hung creates: as many faulty containers as the daemon creates at once (CREATE_LIMIT) hang in create; another
+  container must still be created in the same daemon meanwhile.
+At the end of each test the daemon, left without tasks, must exit after its idle_timeout: nothing of the faulty
+container holds it.
+
+Where isolation does not hold yet (these tests fail until the daemon is fixed):
+- a Create that fails (killed runtime call, hung create cancelled) leaves the container's reservation in the
+  daemon for RESERVATION_TTL (shim/occupancy.py ``Occupancy._wrapped`` restores it): its place stays taken and
+  the daemon stays up that long after its last task (test_a_killed_runtime_call_...[create], test_hung_creates_...);
+- hung creates hold the daemon's create limiter (shim/runc/task/tasks.py ``Tasks.create``, ``self._creates``)
+  without a deadline: CREATE_LIMIT of them block every other container's create (test_hung_creates_...).
 """
 from __future__ import annotations
 
@@ -35,6 +46,7 @@ from pathlib import Path
 
 import pytest
 
+from shim.runc.task.tasks import CREATE_LIMIT
 from tests.prereq import unavailable
 
 from .conftest import import_image, new_id
@@ -171,6 +183,21 @@ class Shared:
         assert started_daemons(self.c) == self.daemons_started, \
             f"another daemon was started for {cid}: the shared daemon {self.daemon} refused it (full?)"
 
+    def run_faulty(self, code: int, fault: str = "", cid: str = "") -> str:
+        """A faulty container (init: ``trap_init(code)``) RUNNING in the shared daemon; returns its id."""
+        cid = cid or new_id("bad")
+        res = self.run_d(cid, *trap_init(code), fault=fault)
+        assert res.returncode == 0, res.stderr
+        wait_status(self.c, cid, "RUNNING")
+        self.in_daemon(cid)
+        return cid
+
+    def end(self, cid: str, code: int, *kill: str) -> None:
+        """``ctr task kill [kill...]`` the container, then ``remove`` it, expecting exit status ``code``."""
+        self.c.ctr("task", "kill", *kill, cid)
+        wait_status(self.c, cid, "STOPPED")
+        self.remove(cid, code)
+
     def remove(self, cid: str, code: int) -> None:
         """Delete the STOPPED task ``cid`` (ctr reports its exit status: ``code``) and its container,
         then check nothing of it is left."""
@@ -240,20 +267,14 @@ def test_a_raising_start_fails_only_its_container(shared):
     assert row is not None and row.status == "CREATED", row  # created, never started
     s.in_daemon(bad)
     s.check_healthy()
-    s.c.ctr("task", "kill", "--signal", "SIGKILL", bad)  # a created task is killed, then deleted
-    wait_status(s.c, bad, "STOPPED")
-    s.remove(bad, 137)
+    s.end(bad, 137, "--signal", "SIGKILL")  # a created task is killed, then deleted
     s.after()
 
 
 def test_a_raising_exec_fails_only_that_exec(shared):
     s = shared
     s.start_healthy()
-    bad = new_id("bad")
-    res = s.run_d(bad, *trap_init(51), fault="raise:exec")
-    assert res.returncode == 0, res.stderr
-    wait_status(s.c, bad, "RUNNING")
-    s.in_daemon(bad)
+    bad = s.run_faulty(51, fault="raise:exec")
     for attempt in range(2):
         out = ctr_bytes(s.c, "task", "exec", "--exec-id", f"x{attempt}", bad, "/bin/echo", "never")
         assert out.returncode != 0 and out.stdout == b"", out
@@ -261,20 +282,14 @@ def test_a_raising_exec_fails_only_that_exec(shared):
         s.check_healthy()
     infos = [p.info for p in ctrout.task_processes(s.c.ctr("task", "ps", bad).stdout)]
     assert not [i for i in infos if "x0" in i or "x1" in i], infos  # the failed execs are gone
-    s.c.ctr("task", "kill", bad)
-    wait_status(s.c, bad, "STOPPED")
-    s.remove(bad, 51)
+    s.end(bad, 51)
     s.after()
 
 
 def test_a_raising_kill_fails_only_that_kill(shared):
     s = shared
     s.start_healthy()
-    bad = new_id("bad")
-    res = s.run_d(bad, *trap_init(52), fault="raise:kill")
-    assert res.returncode == 0, res.stderr
-    wait_status(s.c, bad, "RUNNING")
-    s.in_daemon(bad)
+    bad = s.run_faulty(52, fault="raise:kill")
     for args in ((), ("--all",), ("--signal", "SIGKILL")):
         out = s.c.ctr("task", "kill", *args, bad, check=False)
         assert out.returncode != 0, out
@@ -343,10 +358,7 @@ def test_a_killed_runtime_call_fails_only_its_container(shared, op):
     if op == "create":
         client = start(s.c, *s.run_argv(bad, *trap_init(53)))
     else:
-        res = s.run_d(bad, *trap_init(53))
-        assert res.returncode == 0, res.stderr
-        wait_status(s.c, bad, "RUNNING")
-        s.in_daemon(bad)
+        s.run_faulty(53, cid=bad)
         client = start(s.c, "task", "exec", "--exec-id", "killed", bad, "/bin/echo", "never")
     hung = wrapper_pid(pidfile, client)
     s.check_healthy(prompt=True)      # served while the daemon waits for the faulty container's runtime call
@@ -363,9 +375,7 @@ def test_a_killed_runtime_call_fails_only_its_container(shared, op):
         assert task_row(s.c, bad).status == "RUNNING"
         out = ctr_bytes(s.c, "task", "exec", "--exec-id", "again", bad, "/bin/echo", "again")
         assert (out.returncode, out.stdout) == (0, b"again\n"), out.stderr  # the container itself goes on
-        s.c.ctr("task", "kill", bad)
-        wait_status(s.c, bad, "STOPPED")
-        s.remove(bad, 53)
+        s.end(bad, 53)
     s.after()
 
 
@@ -374,11 +384,7 @@ def test_a_killed_runtime_call_fails_only_its_container(shared, op):
 def test_a_hung_exec_holds_only_its_container(shared):
     s = shared
     s.start_healthy()
-    bad = new_id("bad")
-    res = s.run_d(bad, *trap_init(54), fault="hang:exec")
-    assert res.returncode == 0, res.stderr
-    wait_status(s.c, bad, "RUNNING")
-    s.in_daemon(bad)
+    bad = s.run_faulty(54, fault="hang:exec")
     client = start(s.c, "task", "exec", "--exec-id", "hung", bad, "/bin/echo", "never")
     time.sleep(1)
     assert client.poll() is None, finish(client)
@@ -389,9 +395,7 @@ def test_a_hung_exec_holds_only_its_container(shared):
     finish(client)
     s.check_healthy(prompt=True)
     began = time.monotonic()
-    s.c.ctr("task", "kill", bad)                  # its init is not held by the hung exec
-    wait_status(s.c, bad, "STOPPED")
-    s.remove(bad, 54)
+    s.end(bad, 54)                               # its init is not held by the hung exec
     assert time.monotonic() - began < 30
     s.after()
 
@@ -432,7 +436,48 @@ def test_a_dead_stdio_reader_affects_only_its_container(shared):
     assert spent < 1.0, f"the daemon spent {spent:.2f} s of CPU in 3 s with a dead FIFO reader"
     s.check_healthy(prompt=True)
     s.foreground()
-    s.c.ctr("task", "kill", "--signal", "SIGKILL", bad)
-    wait_status(s.c, bad, "STOPPED")
-    s.remove(bad, 137)                          # its exit status is still reported
+    s.end(bad, 137, "--signal", "SIGKILL")      # its exit status is still reported
+    s.after()
+
+
+# -- hung creates ---------------------------------------------------------------------------------------------
+
+def test_hung_creates_hold_only_their_containers(shared):
+    """As many hung creates as the daemon runs at once (shim/runc/task/tasks.py CREATE_LIMIT) must not keep
+    another container from being created in the same daemon."""
+    s = shared
+    s.start_healthy()
+    hung: dict[str, subprocess.Popen] = {}
+    late: subprocess.Popen | None = None
+    try:
+        for _ in range(CREATE_LIMIT):
+            bad = new_id("bad")
+            hung[bad] = start(s.c, *s.run_argv(bad, *trap_init(55), fault="hang:create"))
+        wait_until("every faulty create to reach its backend",
+                   lambda: all(f"{FAULT}=hang:create in container {bad} hangs" in s.c.log_path.read_text()
+                               for bad in hung), 60)
+        s.check_healthy(prompt=True)
+        fresh = new_id("late")
+        began = time.monotonic()
+        late = start(s.c, *s.run_argv(fresh, *trap_init(56)))
+        try:
+            res = finish(late, timeout=30)
+        except subprocess.TimeoutExpired:
+            res = None
+        assert res is not None, (f"creating {fresh} in the shared daemon did not end within 30 s: it waits behind "
+                                 f"the {CREATE_LIMIT} hung creates of other containers")
+        assert res.returncode == 0 and time.monotonic() - began < PROMPT * 2, res
+        s.healthy[fresh] = 56
+        s.check_healthy(prompt=True)
+        assert all(p.poll() is None for p in hung.values())  # the hangs lasted throughout
+    finally:
+        for p in hung.values():
+            p.kill()
+            finish(p)
+        if late is not None and late.poll() is None:
+            finish(late, timeout=60)
+    for bad in hung:
+        wait_until(f"{bad}'s task to go", lambda bad=bad: task_row(s.c, bad) is None, 30)
+        s.c.ctr("container", "rm", bad, check=False)
+        s.assert_gone(bad)
     s.after()

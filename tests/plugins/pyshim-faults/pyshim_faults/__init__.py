@@ -12,7 +12,8 @@ Rules:
   - ``raise:<call>``: the call raises a plain ``RuntimeError`` (deliberately not a runtime.errors.BackendError:
     a bug in a plugin) whose text is ``pyshim-faults: injected fault raise:<call> in container <id>``, before
     runc runs;
-  - ``hang:<call>``: the call awaits forever (until the daemon cancels it), runc never runs.
+  - ``hang:<call>``: the call logs ``pyshim-faults: io.pyshim.test.fault=hang:<call> in container <id> hangs``
+    (a warning: containerd's log shows it) and awaits forever (until the daemon cancels it); runc never runs.
 - Any other value makes every call of that container raise a RuntimeError naming the value: a misspelt fault
   must not pass for a healthy container.
 
@@ -22,6 +23,7 @@ Options (the ``[backends.<name>]`` table of pyshim.toml, ``type = "faults"``):
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +32,8 @@ import trio
 
 from runtime import builtin
 from runtime.errors import InvalidOptions
+
+log = logging.getLogger(__name__)
 
 NAME = "faults"
 ANNOTATION = "io.pyshim.test.fault"
@@ -68,6 +72,7 @@ class Faults:
             return
         if kind == "raise":
             raise RuntimeError(f"pyshim-faults: injected fault {fault} in container {container_id}")
+        log.warning("pyshim-faults: %s=%s in container %s hangs", ANNOTATION, fault, container_id)
         await trio.sleep_forever()
 
 
