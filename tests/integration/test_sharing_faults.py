@@ -20,6 +20,9 @@ The faults (tests/plugins/pyshim-faults picks its container by the annotation io
   deleted, while the others' execs are served promptly (timed);
 - a broken stdio FIFO: the foreground ``ctr run`` reading a container that floods stdout is SIGKILLed; the
   daemon does not spin on the dead reader, and the others stream on;
+- bad requests: straight to the daemon's socket, requests naming the faulty container with an invalid exec
+  spec, an unknown exec, a signal no kernel has, an undecodable payload, an unknown method, and bytes that are
+  no ttrpc at all: each fails alone with the code containerd expects;
 - hung creates: as many faulty containers as the daemon creates at once (CREATE_LIMIT) hang in create; another
   container must still be created in the same daemon meanwhile.
 At the end of each test the daemon, left without tasks, must exit after its idle_timeout: nothing of the faulty
@@ -38,6 +41,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -45,9 +49,13 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from google.protobuf import any_pb2, empty_pb2
 
+from protos import task_v2_pb2 as pb
 from shim.runc.task.tasks import CREATE_LIMIT
 from tests.prereq import unavailable
+from ttrpc import blocking
+from ttrpc.status import Code, StatusError
 
 from .conftest import import_image, new_id
 from .e2e_helpers import (PYSHIM, cgroup_pids, cleanup, ctr_bytes, finish, start, task_row, wait_status,
@@ -480,4 +488,53 @@ def test_hung_creates_hold_only_their_containers(shared):
         wait_until(f"{bad}'s task to go", lambda bad=bad: task_row(s.c, bad) is None, 30)
         s.c.ctr("container", "rm", bad, check=False)
         s.assert_gone(bad)
+    s.after()
+
+
+# -- bad requests ---------------------------------------------------------------------------------------------
+
+class _Raw:
+    """A request whose bytes are given as they are (an undecodable payload)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def SerializeToString(self) -> bytes:  # noqa: N802 - the protobuf Message interface blocking.call uses
+        return self._data
+
+
+def test_bad_requests_fail_alone(shared):
+    """Requests a client should never send, straight to the shared daemon's socket: each fails on its own
+    (with the code containerd expects), and neither the faulty container they name nor the others notice."""
+    s = shared
+    s.start_healthy()
+    bad = s.run_faulty(57)
+    path = s.c.shim_endpoint(bad)[0].removeprefix("unix://")
+    task = "containerd.task.v2.Task"
+    junk = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process", value=b"{not json")
+    calls = [
+        ("Exec", pb.ExecProcessRequest(id=bad, exec_id="junk", spec=junk), Code.INVALID_ARGUMENT),
+        ("Start", pb.StartRequest(id=bad, exec_id="junk"), Code.NOT_FOUND),
+        ("Delete", pb.DeleteRequest(id=bad, exec_id="junk"), Code.NOT_FOUND),
+        ("State", pb.StateRequest(id=new_id("nobody")), Code.NOT_FOUND),
+        ("Create", pb.CreateTaskRequest(id=new_id("nobundle"), bundle=str(s.tmp / "no-such-bundle")),
+         Code.INVALID_ARGUMENT),
+        ("Exec", _Raw(b"\xff\xff\xff\xff"), Code.INTERNAL),
+        ("NoSuchMethod", pb.StateRequest(id=bad), Code.UNIMPLEMENTED),
+    ]
+    for method, request, code in calls:
+        with pytest.raises(StatusError) as failed:
+            blocking.call(path, task, method, request, empty_pb2.Empty, timeout=PROMPT)
+        assert failed.value.code == code, (method, failed.value.code, failed.value)
+    with pytest.raises(StatusError):  # a signal no kernel has: the runtime refuses it, the container runs on
+        blocking.call(path, task, "Kill", pb.KillRequest(id=bad, signal=1000), empty_pb2.Empty, timeout=PROMPT)
+    for garbage in (b"\x7f\xff\xff\xff\x00\x00\x00\x01\x01\x00" + b"x" * 64, os.urandom(4096)):
+        with socket.socket(socket.AF_UNIX) as sock:   # bytes that are no ttrpc at all, then gone
+            sock.connect(path)
+            sock.sendall(garbage)
+    assert task_row(s.c, bad).status == "RUNNING"
+    s.check_healthy(prompt=True)
+    out = ctr_bytes(s.c, "task", "exec", "--exec-id", "fine", bad, "/bin/sh", "-c", f"seq 1 {LINES}; exit 9")
+    assert (out.returncode, out.stdout) == (9, SEQ), out.stderr
+    s.end(bad, 57)
     s.after()
