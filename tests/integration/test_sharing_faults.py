@@ -116,7 +116,7 @@ class Shared:
     c: PrivateContainerd
     ref: str
     tmp: Path
-    cfg: Path = Path()
+    cfg: Path | None = None                                # the pyshim.toml every container is run with
     healthy: dict[str, int] = field(default_factory=dict)  # id -> the exit code of its TERM trap
     owned: list[str] = field(default_factory=list)         # every container id made here (cleanup)
     daemon: int = 0
@@ -141,7 +141,7 @@ class Shared:
 
     def start_healthy(self) -> None:
         """HEALTHY containers, one daemon; then the first check."""
-        if not self.cfg.name:
+        if self.cfg is None:
             self.configure()
         for i in range(HEALTHY):
             cid = new_id(f"ok{i}")
@@ -199,6 +199,11 @@ class Shared:
         wait_status(self.c, cid, "RUNNING")
         self.in_daemon(cid)
         return cid
+
+    def wait_hang(self, cid: str, call: str) -> None:
+        """Until the faulty container's ``call`` hangs in the backend (the plugin logs it into containerd's log)."""
+        line = f"{FAULT}=hang:{call} in container {cid} hangs"
+        wait_until(f"{cid}'s {call} to hang", lambda: line in self.c.log_path.read_text(errors="replace"), 60)
 
     def end(self, cid: str, code: int, *kill: str) -> None:
         """``ctr task kill [kill...]`` the container, then ``remove`` it, expecting exit status ``code``."""
@@ -394,7 +399,7 @@ def test_a_hung_exec_holds_only_its_container(shared):
     s.start_healthy()
     bad = s.run_faulty(54, fault="hang:exec")
     client = start(s.c, "task", "exec", "--exec-id", "hung", bad, "/bin/echo", "never")
-    time.sleep(1)
+    s.wait_hang(bad, "exec")
     assert client.poll() is None, finish(client)
     s.check_healthy(prompt=True)     # served while the faulty container's exec hangs
     s.foreground()
@@ -461,9 +466,8 @@ def test_hung_creates_hold_only_their_containers(shared):
         for _ in range(CREATE_LIMIT):
             bad = new_id("bad")
             hung[bad] = start(s.c, *s.run_argv(bad, *trap_init(55), fault="hang:create"))
-        wait_until("every faulty create to reach its backend",
-                   lambda: all(f"{FAULT}=hang:create in container {bad} hangs" in s.c.log_path.read_text()
-                               for bad in hung), 60)
+        for bad in hung:
+            s.wait_hang(bad, "create")
         s.check_healthy(prompt=True)
         fresh = new_id("late")
         began = time.monotonic()
