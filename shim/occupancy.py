@@ -5,6 +5,11 @@ Rules:
   ``id`` becomes ``daemon_log.current_task`` for the handler (and every trio task it starts); a Create that
   succeeds makes its id a live task (``created``: its log FIFO opened, its reservation used up); a Delete of the
   init (empty exec_id) that succeeds ends it (``deleted``). Requests are otherwise passed through untouched.
+- Before those steps, the request's ``id`` and ``exec_id`` are checked against containerd's identifier rule
+  (shim/ids.py): a non-empty one that breaks it, a Create without an id or an Exec without an exec_id is answered
+  INVALID_ARGUMENT and never reaches the handler, so no shim builds a path (``<bundle>/<exec_id>.pid``, a
+  runtime's state directory) from it. Empty ids pass (``ctr shim`` sends Shutdown and State without one); the
+  handler decides. A Reserve for an invalid id is refused the same way.
 - Sharing (shim/sharing.py): ``reserve`` answers a starting container. It accepts an id that is already live or
   reserved, refuses once the daemon is closing, and refuses when live tasks + unexpired reservations reach
   ``max_tasks``; otherwise it holds a place for RESERVATION_TTL. A Create is served even without a reservation
@@ -24,13 +29,26 @@ import math
 
 import trio
 
-from shim import sharing
+from shim import ids, sharing
 from shim.daemon_log import TaskLogs, current_task
+from shim.errors import InvalidArgument
 from ttrpc.server import Method
 
 __all__ = ["Occupancy"]
 
 log = logging.getLogger(__name__)
+
+
+def request_problem(method: str, request) -> str:
+    """"" when the request's ids may name paths (see the module rules), else why not."""
+    for field, what, required in (("id", "container id", method == "Create"),
+                                  ("exec_id", "exec id", method == "Exec")):
+        value = getattr(request, field, "")
+        if value or required:
+            why = ids.problem(value, what)
+            if why:
+                return f"{method}: {why}"
+    return ""
 
 
 class Occupancy:
@@ -58,6 +76,9 @@ class Occupancy:
 
     def _wrapped(self, name: str, handler):
         async def call(ctx, request):
+            why = request_problem(name, request)
+            if why:
+                raise InvalidArgument(why)
             task = getattr(request, "id", "")
             token = current_task.set(task)
             held = name == "Create" and task not in self.tasks
@@ -121,6 +142,9 @@ class Occupancy:
     def shard_methods(self) -> dict[str, Method]:
         """The ``pyshim.shard.v1.Shard`` service of a sharing daemon."""
         async def handle(ctx, request: sharing.ReserveRequest) -> sharing.ReserveResponse:
+            why = ids.problem(request.id, "container id")
+            if why:
+                return sharing.ReserveResponse(False, why)
             return self.reserve(request.id)
         return {sharing.METHOD: Method(sharing.ReserveRequest, handle)}
 

@@ -12,6 +12,8 @@ Rules (containerd ``runtime/v2/shim.go`` ``cleanupAfterDeadShim`` and ``pkg/shim
   whose shim is gone: killed).
 - The daemon's socket file (``./address``) is removed when nothing listens on it any more: a daemon that was
   SIGKILLed never unlinked it. A live daemon (of a group, or shared) keeps its socket.
+- ``-namespace`` and ``-id`` must be containerd identifiers (shim/ids.py), checked before anything uses them
+  (the runtime's root and state directory are built from them).
 - bundle = ``-bundle`` if given, else the cwd (containerd sets both to the bundle).
 - Standard library only (critical path).
 """
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
     from shim.manager import Manager
 
+from shim import ids
 from shim.flags import ShimFlags
 from shim.manager import CleanupRequest
 from ttrpc import wire
@@ -42,19 +45,15 @@ def delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
             + wire.message_field(3, wire.timestamp_ns(exited_at_ns)))
 
 
-def valid_id(container_id: str) -> bool:
-    """A container id that can name a path component: not empty, no ``/``, not ``.`` or ``..``, no NUL."""
-    return bool(container_id) and "/" not in container_id and "\0" not in container_id \
-        and container_id not in (".", "..")
-
-
 def run(manager: Manager, flags: ShimFlags, warn: Callable[[str], None]) -> bytes:
     """The ``delete`` command as containerd runs it: return the DeleteResponse to print.
 
-    Raises ValueError only for an unusable ``-id``; cleanup problems go to ``warn``.
+    Raises ValueError only for an unusable ``-namespace`` or ``-id`` (shim/ids.py); cleanup problems go to
+    ``warn``.
     """
-    if not valid_id(flags.id):
-        raise ValueError(f"invalid container id {flags.id!r}")
+    why = ids.problem(flags.namespace, "namespace") or ids.problem(flags.id, "container id")
+    if why:
+        raise ValueError(why)
     request = CleanupRequest(id=flags.id, namespace=flags.namespace, bundle=flags.bundle or os.getcwd(),
                              warn=warn, debug=flags.debug)
     pid = manager.cleanup(request)

@@ -11,6 +11,8 @@ Rules (containerd ``pkg/shim/shim.go`` ``run`` at v1.6.20):
   to stdout in full (protocol bytes only) and writes errors to stderr, prefixed with the runtime name as
   upstream does. Exit status: 0 success, 1 failure, 2 unusable command line.
 - The daemon listens on fd 3 (inherited from start), or on a socket it binds at ``-socket PATH``.
+- ``-namespace`` and ``-id`` must be containerd identifiers (shim/ids.py) before anything uses them: ``start``
+  and ``delete`` check their own (an id is required there), the daemon's are checked here (an id is optional).
 """
 
 from __future__ import annotations
@@ -121,6 +123,12 @@ def dispatch(manager: Manager, flags: ShimFlags) -> int:
         return 0
     if flags.action:
         error(f"unknown action {flags.action!r} (expected start, delete or none)")
+        return 1
+    from shim import ids
+
+    why = ids.problem(flags.namespace, "namespace") or (ids.problem(flags.id, "container id") if flags.id else "")
+    if why:
+        error(why)
         return 1
     try:
         listen_fd = _daemon_listener(flags)

@@ -7,6 +7,7 @@ Rules (containerd ``pkg/shim/shim.go`` and ``runtime/v2/runc/manager/manager_lin
 - The group (``Manager.group``) names the socket (address.py). The socket is bound, chmod 0600 and listening
   before this process exits, and the daemon gets it as fd 3, so containerd's single connect succeeds even
   before the daemon calls accept. A live socket of the group is reused: the container joins that daemon.
+- ``-namespace`` and ``-id`` must be containerd identifiers (shim/ids.py), checked before anything else.
 - ``./address`` (the bundle is the cwd) is written atomically before the daemon starts, as upstream, because
   the daemon may look for it.
 - A manager that shares daemons (``Manager.sharing``) gets the shard walk of shim/sharing.py instead of one
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 from shim import address as addr
 from shim import bundle as bundle_files
+from shim import ids
 from shim.commands import bootstrap
 from shim.flags import ShimFlags
 from shim.forkserver import client as forkserver_client
@@ -178,8 +180,9 @@ def start(manager: Manager, flags: ShimFlags, options: tuple[bytes, ...],
     """Do everything but printing; return the address. ``options`` are serialized Anys (maybe none).
 
     Raises on failure, after cleaning up."""
-    if not flags.id:
-        raise StartError("shim id cannot be empty")
+    why = ids.problem(flags.namespace, "namespace") or ids.problem(flags.id, "container id")
+    if why:
+        raise StartError(why)
     bundle = os.getcwd()
     request = StartRequest(id=flags.id, namespace=flags.namespace, address=flags.address, bundle=bundle,
                            options=options, debug=flags.debug)

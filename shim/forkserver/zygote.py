@@ -11,10 +11,11 @@ Rules:
   daemon's parts (``warm``, off the critical path; skipped when a start already waits). Then it waits for a
   connection or for EOF on the channel (the server exited, crashed or restarted), which ends it.
 - Per connection (``Gate.check``): the peer's SO_PEERCRED uid must be 0, else the connection is closed
-  unanswered; the request must arrive within REQUEST_TIMEOUT, decode, be a daemon command line that fits
-  the argv area, carry exactly one socket descriptor, come from a peer in the server's namespaces, and the
-  installed code must be what the server preloaded. A refusal is answered and the zygote waits again;
-  "code changed" is also reported to the server on the channel (it restarts) and ends the zygote.
+  unanswered; the request must arrive within REQUEST_TIMEOUT, decode, be a daemon command line (namespace
+  and id containerd identifiers, shim/ids.py) that fits the argv area, carry exactly one socket descriptor,
+  come from a peer in the server's namespaces, and the installed code must be what the server preloaded.
+  A refusal is answered and the zygote waits again; "code changed" is also reported to the server on the
+  channel (it restarts) and ends the zygote.
 - An accepted request: the zygote tells the server its pid and the container (for the server's log), closes
   the listener and the channel (the server sees EOF and forks the next zygote) and becomes the daemon
   (child.become_daemon, which replies to ``start``).
@@ -32,6 +33,7 @@ import sys
 
 import trio
 
+from shim import ids
 from shim.forkserver import child
 from shim.forkserver import protocol as proto
 from shim.flags import FlagError, HelpRequested, parse
@@ -70,6 +72,9 @@ class Gate:
             return f"bad request: {exc}", None
         if flags.action or flags.socket or flags.version or flags.info or not flags.namespace:
             return "not a daemon command line", None
+        why = ids.problem(flags.namespace, "namespace") or (ids.problem(flags.id, "container id") if flags.id else "")
+        if why:
+            return f"bad request: {why}", None
         if self.watch.changed():
             return CODE_CHANGED, None
         if namespaces(str(peer)) != self.namespaces:

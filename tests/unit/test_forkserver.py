@@ -220,6 +220,8 @@ def test_gate_accepts_a_daemon_request(a_socket: int) -> None:
     ({"data": proto.encode_request(request(argv=ARGV + ("start",)))}, "not a daemon command line"),
     ({"data": proto.encode_request(request(argv=("-socket", "/s", *ARGV)))}, "not a daemon command line"),
     ({"data": proto.encode_request(request(argv=("-id", "x")))}, "not a daemon command line"),
+    ({"data": proto.encode_request(request(argv=("-namespace", "../ns", "-id", "x")))}, "must match"),
+    ({"data": proto.encode_request(request(argv=("-namespace", "ns", "-id", "a/../b")))}, "must match"),
     ({"gate": gate(changed=True)}, zygote.CODE_CHANGED),
     ({"peer": "other-uts"}, "other namespaces"),
     ({"gate": gate(size=40)}, "too long"),
