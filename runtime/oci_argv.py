@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 
 from runtime.base import Capability, CheckpointSpec, CreateSpec, CriuOptions, ExecSpec, RestoreSpec
+from runtime.environ import for_runtime
 from runtime.errors import Unsupported
 from runtime.oci_config import OciConfig
 
@@ -156,7 +157,5 @@ def restore_argv(cfg: OciConfig, spec: RestoreSpec) -> list[str]:
 
 
 def runtime_env(cfg: OciConfig, environ: Mapping[str, str]) -> dict[str, str]:
-    """The runtime's environment: `environ` minus NOTIFY_SOCKET (runc would sd_notify through it), plus extra_env."""
-    env = {k: v for k, v in environ.items() if k != "NOTIFY_SOCKET"}
-    env.update(cfg.extra_env)
-    return env
+    """The runtime's environment: `environ` without the shim's own variables (runtime/environ.py), plus extra_env."""
+    return for_runtime(environ, cfg.extra_env)

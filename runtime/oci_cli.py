@@ -3,7 +3,8 @@
 Rules:
 - Commands run only through the injected Launcher (the shim's reaper); argv comes from the pure builders in
   runtime/oci_argv.py, argv[0] resolved against the runtime's $PATH at each call.
-- Environment: the process environment minus NOTIFY_SOCKET, plus cfg.extra_env, made once per distinct
+- Environment: the process environment without the shim's own variables (runtime/environ.py: NOTIFY_SOCKET,
+  containerd's sockets, PYSHIM_*, ...), plus cfg.extra_env, made once per distinct
   extra_env and shared by every backend of the process (a shim's environment does not change; building it per
   call was a measurable part of every call, and a copy per container a measurable part of a shared daemon).
 - StdioFds for create/exec/restore: the caller's fds; a missing one is /dev/null (opened and closed here), except in

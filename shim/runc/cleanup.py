@@ -101,7 +101,9 @@ def runtime_delete(config: RuntimeConfig, container_id: str, timeout: float = RU
     """Run the runtime's ``delete --force``; return a warning, or None on success."""
     import subprocess  # only on this rare path
 
-    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    from runtime.environ import for_runtime
+
+    env = for_runtime(os.environ)
     argv = config.delete_argv(container_id)
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

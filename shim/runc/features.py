@@ -33,7 +33,9 @@ def runtime_features(binary: str, timeout: float = FEATURES_TIMEOUT) -> bytes | 
     import json
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    from runtime.environ import for_runtime
+
+    env = for_runtime(os.environ)
     try:
         done = subprocess.run([binary, "features"], stdin=subprocess.DEVNULL, capture_output=True,
                               env=env, timeout=timeout, check=False)
