@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import types
 from typing import Any
@@ -107,8 +108,15 @@ def rewrite_spec(config_json: str, keys: tuple[str, ...], oci_version: str = "")
         spec["annotations"] = {k: v for k, v in annotations.items() if k not in keys}
     if version:
         spec["ociVersion"] = oci_version
+    # The spec holds the container's environment and names the hooks root runs: the new file is never more
+    # readable than containerd's, and never writable but by its owner, whatever the umask.
+    mode = stat.S_IMODE(os.stat(config_json).st_mode) & 0o644
     tmp = config_json + ".pyshim"
-    with open(tmp, "w") as f:
+    try:
+        os.unlink(tmp)  # a leftover would keep its mode through O_CREAT
+    except FileNotFoundError:
+        pass
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), "w") as f:
         json.dump(spec, f)
     os.replace(tmp, config_json)
     return True

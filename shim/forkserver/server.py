@@ -4,7 +4,8 @@ Run as ``python -P -m shim.forkserver DIR MODULE:MANAGER [padding]`` (client.rev
 - One server per installed copy of the code and directory (protocol.py ``Location``). It holds an exclusive
   flock on ``fs-<key>.lock`` for its whole life; a second server that cannot take it exits at once. Under the
   lock it (re)binds ``fs-<key>.sock`` (SOCK_SEQPACKET, 0600, in a 0700 directory), writes ``fs-<key>.pid``
-  and removes the ``revive`` stamp (it came up).
+  and removes the ``revive`` stamp (it came up). The directory (and a parent it has to make) is made 0700, or
+  tightened to 0700; one that another uid owns is refused (the server exits): its owner could swap the socket.
 - Before serving it imports every module of shim/ttrpc/runtime/protos and what a daemon imports lazily
   (preload.py) with the collector off, runs a trial trio run building a daemon's parts (a finished
   run leaves no loop and no thread), then ``gc.freeze()``: daemons share those pages and their collector
@@ -216,6 +217,18 @@ def open_log(location: proto.Location) -> int:
     return os.open(path, flags, 0o600)
 
 
+def private_directory(path: str) -> str:
+    """Make ``path`` (and a missing parent) 0700, or tighten it to 0700 if it is ours; "" or why not."""
+    os.makedirs(os.path.dirname(path.rstrip("/")) or "/", mode=0o700, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory of uid {os.geteuid()}: someone else could replace the socket"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+    return ""
+
+
 def load_manager(ref: str):
     """The Manager named by "module:attribute" (shim/manager.py)."""
     module, _, attribute = ref.partition(":")
@@ -227,7 +240,10 @@ def main(argv: list[str]) -> int:
         print("usage: python -P -m shim.forkserver DIR MODULE:MANAGER [padding]", file=sys.stderr)
         return 2
     location = proto.Location(argv[0], proto.key(manager=argv[1]), argv[1])
-    os.makedirs(location.directory, mode=0o700, exist_ok=True)
+    why = private_directory(location.directory)
+    if why:
+        print(f"pyshim fork server: {why}", file=sys.stderr)
+        return 1
     gc.disable()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _stop)

@@ -1,8 +1,9 @@
 """pyshim's half of the ``delete`` command, and the bundle file that connects it to the daemon: ``pyshim.json``.
 
 Rules:
-- The daemon writes ``<bundle>/pyshim.json`` at Create (``write_state``, atomically); ``cleanup`` reads it. It
-  tells how to reach the container's OCI runtime::
+- The daemon writes ``<bundle>/pyshim.json`` at Create (``write_state``, atomically, mode 0600 whatever the
+  umask: ``delete`` runs the binary it names as root); ``cleanup`` reads it. It tells how to reach the
+  container's OCI runtime::
 
     {"runtime": {"binary": "/usr/sbin/runc",              # absolute path, or a name looked up in $PATH
                  "root": "/run/containerd/runc/<ns>",      # the runtime's --root (already per namespace)
@@ -57,7 +58,12 @@ def write_state(bundle: str, runtime: dict | None) -> None:
 
     path = os.path.join(bundle, STATE_FILE)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    try:
+        os.unlink(tmp)  # a leftover keeps its mode through O_CREAT: start from nothing
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         json.dump({"runtime": runtime}, f)
     os.replace(tmp, path)
 

@@ -5,7 +5,8 @@ Rules:
 - The configuration that applies is the one Create will load (shim/runc/config.py): the runtime options'
   ``config_path`` if set, else the default file ($PYSHIM_CONFIG or /etc/containerd/pyshim.toml), with
   ``config_body`` merged over it.
-- The settings are cached in CACHE_DIR (0700, on /run's tmpfs), one small file per configuration, named by a hash
+- The settings are cached in CACHE_DIR (0700, and so is its parent when it makes it; files 0600; on /run's
+  tmpfs), one small file per configuration, named by a hash
   of the file's path, mtime, size and inode and of the body: a changed file is a new name, so a cached entry is
   never stale. A miss parses the TOML once (tomllib is a large part of a start: bench/README.md) and writes the
   entry atomically. A cache that cannot be read or written costs only time.
@@ -78,9 +79,10 @@ def _read(name: str) -> Settings | None:
 
 def _write(name: str, value: Settings) -> None:
     try:
+        os.makedirs(os.path.dirname(CACHE_DIR), mode=0o700, exist_ok=True)  # /run/pyshim: the fork server's too
         os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
         tmp = os.path.join(CACHE_DIR, f".{name}.{os.getpid()}")
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
             f.write(f"{_VERSION} {value.sharing} {value.max_tasks} {value.idle_timeout!r} "
                     f"{int(value.fork_server)}\n".encode())
         os.replace(tmp, os.path.join(CACHE_DIR, name))

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,17 @@ def test_non_root_peers_get_no_daemon(fs, tmp_path: Path) -> None:
     pid, why = client.request_daemon(location, req, listener.fileno())  # root still gets one
     assert pid and not why
     stop_daemon(str(tmp_path / "n.sock"), pid)
+
+
+def test_the_servers_files_are_private(fs) -> None:
+    """0600 files in a 0700 directory, which the server tightens if it finds it open (docs/security.md)."""
+    d, children = fs
+    os.chmod(d.directory, 0o755)
+    children.append(start_server(d.directory, str(REPO)))
+    d.wait_serving()
+    assert stat.S_IMODE(os.stat(d.directory).st_mode) == 0o700
+    files = {p.suffix: stat.S_IMODE(p.stat().st_mode) for p in d.directory.iterdir()}
+    assert files == {".sock": 0o600, ".lock": 0o600, ".pid": 0o600, ".log": 0o600}, files
 
 
 def test_the_server_leaves_with_its_socket_file_and_on_sigterm(fs) -> None:
