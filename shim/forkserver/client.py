@@ -2,6 +2,8 @@
 
 Rules:
 - Standard library only, none of enum/re/json (critical path, see shim/stdlib_lite.py).
+- ``request_daemon`` sends nothing (neither the environment nor the listening socket) unless SO_PEERCRED says
+  the server runs as our own uid (root): a socket someone else bound there gets no request.
 - ``request_daemon`` either returns the pid of a daemon that serves the listening socket, or a reason and the
   guarantee that no daemon forked for this request will ever serve it, so the caller may spawn a fresh one.
   The guarantee rests on the reply coming from the forked daemon itself, which runs only if its reply was
@@ -45,6 +47,9 @@ def request_daemon(location: Location, req: Request, listen_fd: int,
         sock.settimeout(timeout)
         try:
             sock.connect(location.path("sock"))
+            owner = server_uid(sock)
+            if owner != os.geteuid():
+                return 0, f"fork server socket is served by uid {owner}, not {os.geteuid()}: not asked"
             fds = listen_fd.to_bytes(4, sys.byteorder)
             sock.sendmsg([encode_request(req)], [(_sock.SOL_SOCKET, _sock.SCM_RIGHTS, fds)])
         except OSError as exc:
@@ -60,6 +65,11 @@ def request_daemon(location: Location, req: Request, listen_fd: int,
         return decode_reply(data)
     finally:
         sock.close()
+
+
+def server_uid(sock) -> int:
+    """The uid of the process that listens on the other end (SO_PEERCRED: its credentials at listen time)."""
+    return int.from_bytes(sock.getsockopt(_sock.SOL_SOCKET, _sock.SO_PEERCRED, 12)[4:8], sys.byteorder)
 
 
 def _last_word(sock) -> bytes | None:

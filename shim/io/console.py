@@ -5,9 +5,11 @@ Rules (runc's ``--console-socket`` protocol, runc ``docs/terminals.md``; contain
   dir) holding a listening unix stream socket `pty.sock`; the runtime gets its absolute path with
   `--console-socket`. With $XDG_RUNTIME_DIR the socket is made 0755|sticky, as go-runc does.
 - `receive_master` accepts one connection (after the runtime command returned, so it is normally queued
-  already), reads one message with a 4096-byte data buffer and room for exactly one fd, and requires exactly
-  one SCM_RIGHTS fd; anything else (no fd, more fds, truncated control data) is an error and every received fd
-  is closed. The fd arrives close-on-exec (MSG_CMSG_CLOEXEC) so no later child inherits the master.
+  already) from a peer of our own uid (SO_PEERCRED: another user's connection is closed unread and the wait
+  goes on; the private directory is the first fence), reads one message with a 4096-byte data buffer and room
+  for exactly one fd, and requires exactly one SCM_RIGHTS fd; anything else (no fd, more fds, truncated
+  control data) is an error and every received fd is closed. The fd arrives close-on-exec (MSG_CMSG_CLOEXEC)
+  so no later child inherits the master.
 - The ConsoleSocket owns the listener, the connection and the directory; `close` removes all of them and may
   be called any number of times. The caller bounds the wait (`trio.fail_after`).
 """
@@ -23,6 +25,8 @@ import tempfile
 import termios
 
 import trio
+
+from ttrpc.unixcreds import peer_credentials
 
 MAX_NAME = 4096
 
@@ -63,9 +67,12 @@ class ConsoleSocket:
         while True:
             try:
                 conn, _ = listener.accept()
-                break
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(listener)
+                continue
+            if peer_credentials(conn).uid == os.geteuid():
+                break
+            conn.close()  # another user's connection: dropped unread; the runtime's is still to come
         try:
             conn.setblocking(False)
             while True:
