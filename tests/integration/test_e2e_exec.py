@@ -90,3 +90,22 @@ def test_ps_lists_init_and_exec(containerd, runtime, busybox_rootfs):
         finally:
             containerd.ctr("task", "kill", "--all", "--signal", "SIGKILL", cid)
             assert finish(ex).returncode == 137
+
+
+FINISHED = "ctr: process already finished: not found\n"  # runc.v2's words, with the class, on every version
+
+
+def test_kill_of_a_finished_process(containerd, runtime, busybox_rootfs):
+    # A detached exec that ended, then the init after it ended: ``ctr task kill`` prints the same line for both
+    # shims on every containerd version (2.x prints a NOT_FOUND message as the shim sent it: docs/differences.md).
+    cid = new_id("gone")
+    with running(containerd, runtime, cid, busybox_rootfs, "/bin/sleep", "600") as row:
+        containerd.ctr("task", "exec", "--detach", "--exec-id", "quick", cid, "/bin/true")
+        res = wait_until("the exec to end", lambda: (lambda r: r if r.returncode else None)(containerd.ctr(
+            "task", "kill", "--exec-id", "quick", "--signal", "SIGTERM", cid, check=False)))
+        assert res.stderr == FINISHED
+        containerd.ctr("task", "kill", "--signal", "SIGKILL", cid)
+        wait_status(containerd, cid, "STOPPED")
+        res = containerd.ctr("task", "kill", cid, check=False)
+        assert (res.returncode, res.stderr) == (1, FINISHED)
+        assert task_row(containerd, cid).pid == row.pid

@@ -225,7 +225,7 @@ class Container:
 
     def _kill(self, p: Process, sig: int, all: bool) -> None:
         if p.state in ("stopped", "deleted"):
-            raise NotFound("process already finished")
+            raise NotFound("process already finished: not found")  # runc.v2's text (shim/runc/task/states.py)
         if p.state == "created":
             if not p.is_init:
                 raise FailedPrecondition("process not created")

@@ -39,7 +39,7 @@ from shim.runc.task import checkpoint as ckpt
 from shim.runc.task.errmap import backend_error
 from shim.io import StdioConfig
 from shim.runc.task.process import Process
-from shim.runc.task.states import Op, State
+from shim.runc.task.states import PROCESS_FINISHED, Op, State
 
 log = logging.getLogger(__name__)
 
@@ -319,11 +319,11 @@ class Container:
                     raise backend_error(e) from None
             return
         if p.exited:
-            raise NotFound("process already finished")
+            raise NotFound(PROCESS_FINISHED)
         try:
             os.kill(p.pid, sig)
         except ProcessLookupError:
-            raise NotFound("process already finished") from None
+            raise NotFound(PROCESS_FINISHED) from None
 
     async def delete_exec(self, exec_id: str) -> Process:
         p = self.process(exec_id)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from runtime import errors as rt
 from shim import errors as se
+from shim.runc.task.states import PROCESS_FINISHED
 
 
 def backend_error(e: rt.BackendError) -> se.StatusError:
     if isinstance(e, rt.ProcessFinished):
-        return se.NotFound("process already finished")
+        return se.NotFound(PROCESS_FINISHED)
     if isinstance(e, rt.ContainerNotFound):
         return se.NotFound(str(e) or "no such container")
     if isinstance(e, rt.AlreadyExists):

@@ -7,6 +7,10 @@ Rules:
 - The sentences are the runc shim's (pkg/process/*_state.go), so containerd users see familiar text;
   the codes are the ones containerd's errdefs expect (the runc shim sends most of these as Unknown).
 - Exits are not operations: the exit handler moves a process to STOPPED with `exited()`.
+- A signal for a process that is gone is NotFound with PROCESS_FINISHED, runc.v2's wire text byte for byte
+  (``fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)``): containerd 2.x prints a NOT_FOUND
+  message as sent, 1.6/1.7 strip a ``: not found`` suffix and add it back, so every version shows
+  ``process already finished: not found`` as it does for runc.v2.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class Op(enum.Enum):
 
 
 S, O = State, Op
+PROCESS_FINISHED = "process already finished: not found"
 OK = None  # the operation keeps the state
 
 # (state, op) -> next state, OK, or the refusal sentence.
@@ -109,7 +114,7 @@ EXEC: dict[tuple[State, Op], State | str | NotFound | None] = {
     (S.RUNNING, O.RESIZE): OK,
     (S.STOPPED, O.START): "cannot start a stopped process",
     (S.STOPPED, O.DELETE): S.DELETED,
-    (S.STOPPED, O.KILL): NotFound("process already finished"),
+    (S.STOPPED, O.KILL): NotFound(PROCESS_FINISHED),
     (S.STOPPED, O.RESIZE): "cannot resize a stopped container",
 }
 
