@@ -11,40 +11,17 @@ not containerd's).
 """
 from __future__ import annotations
 
-import os
-import uuid
-from pathlib import Path
-
 import pytest
 
 from .conftest import _versions, import_image, new_id
 from .e2e_helpers import PYSHIM, cleanup, ctr_bytes, wait_status
+from .harness.churn import Churn, footprint
 from .test_sharing import daemon_of, write_config
 
 CHURN = 120
 WARMUP = 20
 RSS_SLACK_KIB = 2048
 VERSIONS = [v for v in _versions() if v in ("1.6.20", "2.1.9")]
-
-
-def footprint(pid: int) -> dict[str, int]:
-    """The daemon's open descriptors, threads and resident memory (KiB)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": int(fields["Threads"]),
-            "rss": int(fields["VmRSS"].split()[0])}
-
-
-def lifecycle(c, ref: str, flags: list[str]) -> None:
-    cid = new_id("churn")
-    run = ctr_bytes(c, "run", "-d", "--runtime", PYSHIM, *flags, ref, cid, "/bin/sleep", "600")
-    assert run.returncode == 0, run.stderr
-    out = ctr_bytes(c, "task", "exec", "--exec-id", f"x{uuid.uuid4().hex[:6]}", cid, "/bin/echo", cid)
-    assert (out.returncode, out.stdout) == (0, f"{cid}\n".encode()), out
-    assert c.ctr("task", "kill", "--signal", "SIGKILL", cid).returncode == 0
-    wait_status(c, cid, "STOPPED")
-    assert c.ctr("task", "delete", cid, check=False).returncode in (0, 137)
-    assert c.ctr("containers", "delete", cid).returncode == 0
 
 
 @pytest.mark.parametrize("containerd_version", VERSIONS, indirect=True, ids=lambda v: f"containerd-{v}")
@@ -64,11 +41,9 @@ def test_a_long_lived_daemon_does_not_grow_with_churn(containerd_factory, pyshim
                          ).returncode == 0
         wait_status(c, anchor, "RUNNING")
         daemon = daemon_of(c, anchor)
-        for _ in range(WARMUP):
-            lifecycle(c, ref, flags)
+        Churn(c, PYSHIM, ref, tuple(flags)).run(WARMUP)
         before = footprint(daemon)
-        for _ in range(CHURN):
-            lifecycle(c, ref, flags)
+        Churn(c, PYSHIM, ref, tuple(flags)).run(CHURN)
         after = footprint(daemon)
         assert daemon_of(c, anchor) == daemon  # one daemon served them all
         assert after["fds"] == before["fds"], (before, after)
