@@ -21,44 +21,13 @@ import pytest
 from .conftest import import_image, new_id
 from .e2e_helpers import PYSHIM, EventStream, cleanup, ctr_bytes, finish, start, wait_status, wait_until
 from .harness import procs
+from .harness.churn import write_sharing_config
 from .harness.daemon import PrivateContainerd
-
-
-def write_config(path: Path, max_tasks: int, idle: float = 2.0) -> Path:
-    path.write_text(f'sharing = "namespace"\nmax_tasks_per_daemon = {max_tasks}\nidle_timeout = {idle}\n')
-    return path
-
-
-def daemon_of(c: PrivateContainerd, cid: str) -> int:
-    """The pid of the pyshim daemon serving ``cid`` (its socket's listener)."""
-    address, _ = c.shim_endpoint(cid)
-    path = address.removeprefix("unix://")
-    inode = _socket_inode(path)
-    for p in procs.shims_of(c.address):
-        if "start" in p.argv or "delete" in p.argv:
-            continue
-        for fd in os.listdir(f"/proc/{p.pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{p.pid}/fd/{fd}") == f"socket:[{inode}]":
-                    return p.pid
-            except OSError:
-                continue
-    raise AssertionError(f"no daemon listens on {path} for {cid}")
 
 
 def started_daemons(c: PrivateContainerd) -> int:
     """How many pyshim daemons have started for this containerd (each logs it once into containerd's log)."""
     return c.log_path.read_text(errors="replace").count("starting io.containerd.pyshim.v1 daemon")
-
-
-def _socket_inode(path: str) -> int:
-    """The inode of the listening unix socket bound at ``path`` (from /proc/net/unix)."""
-    with open("/proc/net/unix") as f:
-        for line in f.read().splitlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 8 and fields[7] == path and fields[3] == "00010000":  # __SO_ACCEPTCON
-                return int(fields[6])
-    raise AssertionError(f"nothing listens on {path}")
 
 
 def run_detached(c: PrivateContainerd, ref: str, cfg: Path, cid: str, *argv: str):
@@ -72,14 +41,14 @@ def ref(containerd, pyshim_binary, busybox_artifacts) -> str:
 
 def test_containers_fill_one_daemon_then_the_next(containerd, ref, tmp_path):
     c = containerd
-    cfg = write_config(tmp_path / "shared.toml", max_tasks=3)
+    cfg = write_sharing_config(tmp_path / "shared.toml", max_tasks=3)
     cids = [new_id("sh") for _ in range(4)]
     try:
         for cid in cids:  # one at a time: shard 0 fills first
             res = finish(run_detached(c, ref, cfg, cid, "/bin/sleep", "600"), timeout=60)
             assert res.returncode == 0, (cid, res.stderr)
             wait_status(c, cid, "RUNNING")
-        daemons = [daemon_of(c, cid) for cid in cids]
+        daemons = [c.shim_daemon(cid) for cid in cids]
         assert daemons[0] == daemons[1] == daemons[2] != daemons[3], daemons
         for i, cid in enumerate(cids):  # each answers for itself through the shared daemon
             out = ctr_bytes(c, "task", "exec", "--exec-id", "e", cid, "/bin/sh", "-c", f"echo from {cid}; exit {20 + i}")
@@ -95,12 +64,12 @@ def test_containers_fill_one_daemon_then_the_next(containerd, ref, tmp_path):
 
 def test_foreground_runs_stream_and_exit_in_a_shared_daemon(containerd, ref, tmp_path):
     c = containerd
-    cfg = write_config(tmp_path / "shared.toml", max_tasks=8)
+    cfg = write_sharing_config(tmp_path / "shared.toml", max_tasks=8)
     cid_keep = new_id("keep")
     try:
         res = finish(run_detached(c, ref, cfg, cid_keep, "/bin/sleep", "600"), timeout=60)
         assert res.returncode == 0, res.stderr
-        keeper = daemon_of(c, cid_keep)
+        keeper = c.shim_daemon(cid_keep)
         daemons_started = started_daemons(c)
         for code, lines in ((0, 20000), (3, 1), (7, 5000)):
             cid = new_id("fg")
@@ -108,7 +77,7 @@ def test_foreground_runs_stream_and_exit_in_a_shared_daemon(containerd, ref, tmp
                             "/bin/sh", "-c", f"seq 1 {lines}; exit {code}", timeout=60)
             assert out.returncode == code, out.stderr
             assert out.stdout == "".join(f"{i}\n" for i in range(1, lines + 1)).encode()
-        assert procs.alive(keeper) and daemon_of(c, cid_keep) == keeper
+        assert procs.alive(keeper) and c.shim_daemon(cid_keep) == keeper
         assert started_daemons(c) == daemons_started  # all served by the keeper's daemon: none was started
     finally:
         cleanup(c, cid_keep)
@@ -117,7 +86,7 @@ def test_foreground_runs_stream_and_exit_in_a_shared_daemon(containerd, ref, tmp
 def test_concurrent_starts_never_overfill_a_shard(containerd, ref, tmp_path):
     c = containerd
     size, total = 4, 14
-    cfg = write_config(tmp_path / "shared.toml", max_tasks=size)
+    cfg = write_sharing_config(tmp_path / "shared.toml", max_tasks=size)
     cids = [new_id("cc") for _ in range(total)]
     try:
         runs = [run_detached(c, ref, cfg, cid, "/bin/sleep", "600") for cid in cids]
@@ -128,7 +97,7 @@ def test_concurrent_starts_never_overfill_a_shard(containerd, ref, tmp_path):
             wait_status(c, cid, "RUNNING")
         by_daemon: dict[int, list[str]] = {}
         for cid in cids:
-            by_daemon.setdefault(daemon_of(c, cid), []).append(cid)
+            by_daemon.setdefault(c.shim_daemon(cid), []).append(cid)
         sizes = sorted(len(v) for v in by_daemon.values())
         assert max(sizes) <= size and sum(sizes) == total, by_daemon
         assert len(by_daemon) == -(-total // size), sizes  # as few daemons as the shards need: no duplicate shard
@@ -138,13 +107,13 @@ def test_concurrent_starts_never_overfill_a_shard(containerd, ref, tmp_path):
 
 def test_other_runtime_options_never_share(containerd, ref, tmp_path):
     c = containerd
-    a, b = write_config(tmp_path / "a.toml", max_tasks=10), write_config(tmp_path / "b.toml", max_tasks=10)
+    a, b = write_sharing_config(tmp_path / "a.toml", max_tasks=10), write_sharing_config(tmp_path / "b.toml", max_tasks=10)
     cids = [new_id("oa"), new_id("oa"), new_id("ob")]
     try:
         for cid, cfg in zip(cids, (a, a, b)):
             res = finish(run_detached(c, ref, cfg, cid, "/bin/sleep", "600"), timeout=60)
             assert res.returncode == 0, res.stderr
-        daemons = [daemon_of(c, cid) for cid in cids]
+        daemons = [c.shim_daemon(cid) for cid in cids]
         assert daemons[0] == daemons[1] != daemons[2]
     finally:
         cleanup(c, *cids)
@@ -152,7 +121,7 @@ def test_other_runtime_options_never_share(containerd, ref, tmp_path):
 
 def test_an_idle_daemon_waits_for_the_next_container_then_exits(containerd, ref, tmp_path):
     c = containerd
-    cfg = write_config(tmp_path / "shared.toml", max_tasks=4, idle=3.0)
+    cfg = write_sharing_config(tmp_path / "shared.toml", max_tasks=4, idle=3.0)
     first, second = new_id("i1"), new_id("i2")
     out = ctr_bytes(c, "run", "--rm", "--runtime", PYSHIM, "--runtime-config-path", str(cfg), ref, first,
                     "/bin/true", timeout=60)
@@ -174,15 +143,15 @@ def test_sigkill_of_a_shared_daemon_takes_down_only_its_shard(containerd_factory
                                                                tmp_path):
     c = containerd_factory()
     ref = import_image(c, busybox_artifacts)
-    cfg = write_config(tmp_path / "shared.toml", max_tasks=3)
+    cfg = write_sharing_config(tmp_path / "shared.toml", max_tasks=3)
     cids = [new_id("k") for _ in range(5)]  # shard 0: three, shard 1: two
     try:
         for cid in cids:
             res = finish(run_detached(c, ref, cfg, cid, "/bin/sleep", "600"), timeout=60)
             assert res.returncode == 0, res.stderr
             wait_status(c, cid, "RUNNING")
-        victim = daemon_of(c, cids[0])
-        shard0 = [cid for cid in cids if daemon_of(c, cid) == victim]
+        victim = c.shim_daemon(cids[0])
+        shard0 = [cid for cid in cids if c.shim_daemon(cid) == victim]
         others = [cid for cid in cids if cid not in shard0]
         assert len(shard0) == 3 and len(others) == 2
         with EventStream(c) as events:

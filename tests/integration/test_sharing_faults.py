@@ -2,7 +2,7 @@
 
 With pyshim.toml ``sharing = "namespace"`` one daemon serves the tasks of unrelated containers. Every test here
 starts its own private containerd and puts three healthy containers and one faulty container into ONE daemon
-(the same pid, ``daemon_of``), injects one fault into the faulty one, and proves with real containerd, runc and
+(the same pid, ``PrivateContainerd.shim_daemon``), injects one fault into the faulty one, and proves with real containerd, runc and
 ctr that:
 - the faulty container gets a clear error (ctr's stderr names the injected fault, or the runtime's exit status)
   and can still be removed: its task and container are deleted, and no process, runc state, bundle, mount or
@@ -62,7 +62,7 @@ from .e2e_helpers import (PYSHIM, cgroup_pids, cleanup, ctr_bytes, finish, start
                           wait_until)
 from .harness import ctrout, procs
 from .harness.daemon import PrivateContainerd
-from .test_sharing import daemon_of, started_daemons
+from .test_sharing import started_daemons
 
 DIST = "pyshim-faults"
 FAULT = "io.pyshim.test.fault"
@@ -149,7 +149,7 @@ class Shared:
             assert res.returncode == 0, (cid, res.stderr)
             wait_status(self.c, cid, "RUNNING")
             self.healthy[cid] = 41 + i
-        daemons = {cid: daemon_of(self.c, cid) for cid in self.healthy}
+        daemons = {cid: self.c.shim_daemon(cid) for cid in self.healthy}
         assert len(set(daemons.values())) == 1, daemons
         self.daemon = next(iter(daemons.values()))
         self.daemons_started = started_daemons(self.c)
@@ -157,7 +157,7 @@ class Shared:
 
     def in_daemon(self, cid: str) -> None:
         """``cid`` is served by the shared daemon."""
-        assert daemon_of(self.c, cid) == self.daemon, cid
+        assert self.c.shim_daemon(cid) == self.daemon, cid
 
     def exec_timed(self, cid: str, code: int) -> float:
         """One ``ctr task exec`` in ``cid`` streaming LINES lines, then exiting ``code``; returns its seconds."""

@@ -1,7 +1,7 @@
 """Churn: container lifecycles through a containerd, with the footprint of a long-lived daemon sampled as they go.
 
-Used by the CI churn test (tests/integration/test_sharing_churn.py), the benchmark's churn case
-(bench/shim_bench.py ``--cases i``) and the soak command (tools/soak).
+Used by the CI soak test (tests/integration/test_soak.py), the benchmark's churn case (bench/shim_bench.py
+``--cases i``) and the soak command (tools/soak).
 
 Rules:
 - One lifecycle: ``ctr run -d`` (a sleeping busybox), ``ctr task exec`` of an echo whose output is checked, SIGKILL,
@@ -9,6 +9,11 @@ Rules:
 - A footprint is what a leak would make grow: open descriptors, threads and resident memory (KiB) of one process.
 - Slopes are least-squares fits over the samples, per 1,000 lifecycles; a leak shows as a steady slope, while
   noise (CPython keeping freed memory in its arenas) shows as a step at the start, hence the warm-up.
+- A soak (``soak``) is one mode of pyshim's process model: "ungrouped" (a daemon per container; the long-lived
+  process watched is the fork server), "grouped" (one pod's daemon, by the group annotation) or "shared"
+  (``sharing = "namespace"``). An anchor container keeps the long-lived daemon up. Afterwards ``leaks`` lists what
+  the churned containers left: shim processes, container processes, mounts, cgroups, runtime state, bundles and
+  unreaped zombies; only the anchor's may remain.
 """
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ctrout
+from . import ctrout, procs
+
+MODES = ("ungrouped", "grouped", "shared")
 
 
 class ChurnError(AssertionError):
@@ -112,3 +119,97 @@ class Churn:
             return {}
         xs = [s["n"] / 1000 for s in self.samples]
         return {k: slope(xs, [s[k] for s in self.samples]) for k in ("fds", "threads", "rss")}
+
+
+def write_sharing_config(path: Path, max_tasks: int, idle: float = 2.0) -> Path:
+    """A pyshim configuration file with ``sharing = "namespace"``."""
+    path.write_text(f'sharing = "namespace"\nmax_tasks_per_daemon = {max_tasks}\nidle_timeout = {idle}\n')
+    return path
+
+
+def leaks(c, keep: str, grace: float = 10.0) -> list[str]:
+    """What the containerd ``c`` still holds for containers other than ``keep`` (see the module rules); waits up to
+    ``grace`` seconds for what goes away on its own (a daemon exiting after its last task, a zombie being reaped)."""
+    deadline = time.monotonic() + grace
+    while True:
+        found = _leaks_now(c, keep)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _leaks_now(c, keep: str) -> list[str]:
+    found = []
+    kept = c.shim_daemon(keep)
+    shims = procs.shims_of(c.address)
+    found += [f"shim {p.pid}: {' '.join(p.argv)}" for p in shims if p.pid != kept]
+    found += [f"container process {p.pid}: {' '.join(p.argv)}" for p in procs.in_namespace_cgroup(c.namespace)
+              if keep not in procs.cgroup_of(p.pid)]
+    found += [f"mount {m}" for m in procs.mounts_under(c.root, c.run_dir) if keep not in m]
+    found += [f"cgroup {g}" for g in procs.cgroups_below(c.namespace) if not g.startswith(keep)]
+    for root in [*c.runtime_roots, c.bundle(keep).parent]:
+        if root.is_dir():
+            found += [f"state {root.name}/{e}" for e in os.listdir(root) if e != keep]
+    found += [f"zombie {z.pid} ({z.argv[0]}) of {'containerd' if z.pid == c.pid else 'a shim'}"
+              for z in procs.zombies({c.pid, *(p.pid for p in shims)})]
+    return found
+
+
+@dataclass
+class Soak:
+    """One mode's soak: an anchor, a warm-up, then churn with the long-lived process sampled (module rules)."""
+
+    c: object
+    runtime: str
+    ref: str
+    mode: str
+    workdir: Path
+    forkserver: object = None  # FsDir of the fork server the "ungrouped" mode samples
+    warmup: int = 20
+    every: int = 25
+    churn: Churn | None = None
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    leaked: list[str] = field(default_factory=list)
+    watched: int = 0
+
+    def flags(self) -> tuple[str, ...]:
+        if self.mode == "grouped":
+            return ("--annotation", f"io.pyshim.group=soak-{uuid.uuid4().hex[:8]}")
+        if self.mode == "shared":
+            cfg = write_sharing_config(self.workdir / "soak-shared.toml", max_tasks=8, idle=1)
+            return ("--runtime-config-path", str(cfg))
+        return ()
+
+    def run(self, count: int | None = None, seconds: float | None = None) -> None:
+        flags = self.flags()
+        anchor = f"soak-anchor-{uuid.uuid4().hex[:8]}"
+        run = _ctr(self.c, "run", "-d", "--runtime", self.runtime, *flags, self.ref, anchor, "/bin/sleep", "86400")
+        if run.returncode != 0:
+            raise ChurnError(f"run {anchor}: {run.stderr}")
+        try:
+            Churn(self.c, self.runtime, self.ref, flags).run(self.warmup)  # also brings the fork server up
+            if self.mode == "ungrouped":
+                servers = self.forkserver.servers() if self.forkserver is not None else []
+                self.watched = servers[0] if len(servers) == 1 else 0
+            else:
+                self.watched = self.c.shim_daemon(anchor)
+            self.churn = Churn(self.c, self.runtime, self.ref, flags, daemon=self.watched, every=self.every)
+            self.churn.run(count, seconds)
+            self.before, self.after = self.churn.samples[0], self.churn.samples[-1]
+            self.leaked = leaks(self.c, anchor)
+            if self.mode != "ungrouped" and self.c.shim_daemon(anchor) != self.watched:
+                self.leaked.append("the long-lived daemon was replaced during the churn")
+        finally:
+            _ctr(self.c, "task", "kill", "--signal", "SIGKILL", anchor)
+            _stopped(self.c, anchor)
+            _ctr(self.c, "task", "delete", anchor)
+            _ctr(self.c, "containers", "delete", anchor)
+
+    def summary(self) -> dict:
+        """Lifecycles, rate, the watched process's footprint before/after and slopes, and the leaks."""
+        churn = self.churn
+        return {"mode": self.mode, "lifecycles": churn.done, "seconds": round(self.after["seconds"], 1),
+                "per_second": round(churn.done / self.after["seconds"], 2) if self.after["seconds"] else 0.0,
+                "watched_pid": self.watched, "before": self.before, "after": self.after,
+                "slopes_per_1000": {k: round(v, 2) for k, v in churn.slopes().items()}, "leaks": self.leaked}

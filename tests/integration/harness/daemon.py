@@ -86,6 +86,17 @@ class PrivateContainerd:
             return params["address"], int(params.get("version", 2))
         return (bundle / "address").read_text(), 2
 
+    def shim_daemon(self, container_id: str) -> int:
+        """The pid of the shim daemon serving a task: the process listening on its recorded address."""
+        address, _ = self.shim_endpoint(container_id)
+        path = address.removeprefix("unix://")
+        inode = procs.socket_inode(path)
+        daemons = [p for p in procs.shims_of(self.address) if "start" not in p.argv and "delete" not in p.argv]
+        holders = procs.holders_of_socket(inode, daemons) if inode is not None else []
+        if not holders:
+            raise AssertionError(f"no daemon listens on {path} for {container_id}")
+        return holders[0]
+
     @property
     def runc_root(self) -> Path:
         """Where the runc shim keeps runc's state for this namespace (hard-coded by upstream)."""

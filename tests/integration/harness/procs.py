@@ -58,6 +58,12 @@ def shims_of(grpc_address: str) -> list[Proc]:
     return found
 
 
+def cgroup_of(pid: int) -> str:
+    """/proc/<pid>/cgroup ("" once the process is gone)."""
+    raw = _read(f"/proc/{pid}/cgroup")
+    return raw.decode(errors="replace") if raw is not None else ""
+
+
 def in_namespace_cgroup(namespace: str) -> list[Proc]:
     """Processes in a cgroup below ``/<namespace>/`` (where ctr puts containers of that namespace)."""
     prefix = f"/{namespace}/"
@@ -109,6 +115,50 @@ def unmount(points: list[str]) -> list[str]:
     return errors
 
 
+def socket_inode(path: str) -> int | None:
+    """The inode of the listening unix socket bound at ``path`` (from /proc/net/unix), or None."""
+    with open("/proc/net/unix") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and fields[3] == "00010000":  # __SO_ACCEPTCON
+                return int(fields[6])
+    return None
+
+
+def holders_of_socket(inode: int, among: list[Proc]) -> list[int]:
+    """The pids of ``among`` that hold socket ``inode`` open."""
+    found = []
+    for p in among:
+        try:
+            fds = os.listdir(f"/proc/{p.pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{p.pid}/fd/{fd}") == f"socket:[{inode}]":
+                    found.append(p.pid)
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def zombies(parents: set[int]) -> list[Proc]:
+    """Zombie children (state Z) of any of ``parents``: exits nobody reaped yet."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _read(f"/proc/{entry}/stat")
+        if stat is None:
+            continue
+        name, rest = stat.rsplit(b")", 1)
+        fields = rest.split()
+        if fields[0] == b"Z" and int(fields[1]) in parents:
+            found.append(Proc(int(entry), (name.split(b"(", 1)[-1].decode(errors="replace"),)))
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -136,6 +186,17 @@ def kill_all(procs: list[Proc], timeout: float = 5.0) -> list[Proc]:
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroups_below(name: str) -> list[str]:
+    """Cgroup directories below ``/<name>/`` (e.g. a containerd namespace's containers), in every hierarchy,
+    relative to it; one entry per directory and hierarchy."""
+    found = []
+    for top in [CGROUP_ROOT / name] + [d / name for d in CGROUP_ROOT.iterdir() if d.is_dir()]:
+        if top.is_dir():
+            found += [str(Path(dirpath).relative_to(top)) for dirpath, _dirs, _files in os.walk(top)
+                      if Path(dirpath) != top]
+    return found
 
 
 def remove_cgroups(name: str) -> list[str]:
