@@ -18,7 +18,10 @@ Rules:
   (bench/shimbench/direct.py), pyshim through the fork server and fresh; c = memory of all shim processes
   (fork server and zygotes included) for 1/10/100 tasks and 10 groups of 10; d = concurrent ``ctr run -d``
   (20, 50, and 20 in one group); e = ``ctr task exec``; f = State calls/s and p99 at 1 and 8 callers; g = shim
-  CPU per ``ctr run --rm`` lifecycle (measure.py: a cgroup around containerd).
+  CPU per ``ctr run --rm`` lifecycle (measure.py: a cgroup around containerd); i = churn: ``--churn``
+  create/start/exec/kill/delete lifecycles through one shared daemon (tests/integration/harness/churn.py), its
+  descriptors, threads and RSS with their slopes per 1,000 lifecycles, and what was left behind (not in the
+  default set: it takes ~10 minutes for 2,000).
 - Everything started is removed in finally blocks; the containerd teardown reports leftovers, which make the
   exit status 1, as does a case that failed (its error is printed, the other cases still run).
 """
@@ -41,6 +44,7 @@ from bench.shimbench import cases, direct, report  # noqa: E402
 from bench.shimbench.measure import CpuMeter, memory  # noqa: E402
 from tests.integration.forkserver_helpers import FsDir  # noqa: E402
 from tests.integration.harness import busybox, dist  # noqa: E402
+from tests.integration.harness.churn import Soak  # noqa: E402
 from tests.integration.harness.daemon import PrivateContainerd  # noqa: E402
 
 RUNTIMES: dict[str, cases.Runtime] = {}  # column key -> Runtime, filled by main(): pyshim, shared, go, maybe rust
@@ -138,6 +142,10 @@ def bench(args, c, fs: FsDir, meter: CpuMeter, rootfs: str, ref: str, tmp: Path,
             res["c_memory"][key] = cases.memory_rows(c, rt, ref, fork_pids, tuple(args.counts),
                                                      tuple(args.groups))
         res["c_memory"]["forkserver_alone"] = {str(p): memory(p) for p in fork_pids()}
+    if "i" in want:
+        soak = Soak(c, cases.PYSHIM, ref, "shared", tmp, every=100)
+        soak.run(args.churn)
+        res["i_churn"] = soak.summary()
 
 
 def machine(c) -> dict:
@@ -161,7 +169,8 @@ def main() -> int:
     ap.add_argument("--counts", default="1,10,100", help="single-container task counts of case c")
     ap.add_argument("--groups", default="10x10", help="groups x size of case c")
     ap.add_argument("--concurrent", default="20,50", help="concurrent ctr run -d of case d")
-    ap.add_argument("--cases", default="a,b,c,d,e,f,g")
+    ap.add_argument("--cases", default="a,b,c,d,e,f,g", help="a..g, and i (churn, not by default)")
+    ap.add_argument("--churn", type=int, default=2000, help="lifecycles of case i (default 2000)")
     ap.add_argument("--quick", action="store_true", help="--runs 10 --exec-runs 10 --counts 1,10 --groups 2x5 "
                     "--concurrent 20 --calls 1000")
     ap.add_argument("--max-tasks", type=int, default=64, help="max_tasks_per_daemon of the shared column")

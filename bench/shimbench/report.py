@@ -104,4 +104,12 @@ def table(res: dict, info: dict, started: str, args) -> str:
     if "g_cpu" in res:
         g = res["g_cpu"]
         t.row("(g) shim+runtime CPU per run --rm lifecycle, ms", lambda k: ms(g[k]), "<= 1.0", shared_target="<= 0.9")
+    if "i_churn" in res:
+        i = res["i_churn"]
+        before, after, slopes = i["before"], i["after"], i["slopes_per_1000"]
+        t.lines.append(f"(i) churn through one shared daemon: {i['lifecycles']} lifecycles in {i['seconds']:.0f} s; "
+                       f"fds {before['fds']} -> {after['fds']}, threads {before['threads']} -> {after['threads']}, "
+                       f"RSS {before['rss'] / 1024:.1f} -> {after['rss'] / 1024:.1f} MiB; per 1,000 lifecycles: "
+                       f"fds {slopes['fds']:+.2f}, threads {slopes['threads']:+.2f}, RSS {slopes['rss']:+.0f} KiB; "
+                       f"left behind: {', '.join(i['leaks']) or 'nothing'}")
     return "\n".join(t.lines)

@@ -75,3 +75,13 @@ def test_shared_column_its_ratios_and_targets():
         "900.0", "60.0", "300.0", "100.0", "3.00", "0.20", "9.00", "0.60"]
     assert row(text, "(b)   without the fork server (fresh daemon)")[:4] == ["200.0", "-", "8.0", "4.0"]
     assert row(text, "(b) Shutdown answered, ms")[:4] == ["16.0", "-", "8.0", "4.0"]  # a shared daemon has none
+
+
+def test_churn_line_shows_footprint_slopes_and_leaks():
+    res = {"i_churn": {"mode": "shared", "lifecycles": 2000, "seconds": 600.0, "per_second": 3.33, "watched_pid": 9,
+                       "before": {"n": 0, "seconds": 0.0, "fds": 22, "threads": 1, "rss": 32 * 1024},
+                       "after": {"n": 2000, "seconds": 600.0, "fds": 22, "threads": 1, "rss": 33 * 1024},
+                       "slopes_per_1000": {"fds": 0.0, "threads": 0.0, "rss": 410.4}, "leaks": ["mount /x"]}}
+    line = next(ln for ln in report.table(res, info(None), "today", ARGS).splitlines() if ln.startswith("(i)"))
+    assert "2000 lifecycles in 600 s" in line and "fds 22 -> 22" in line and "RSS 32.0 -> 33.0 MiB" in line
+    assert "RSS +410 KiB" in line and line.endswith("left behind: mount /x")
