@@ -9,7 +9,8 @@ Rules:
 - ``build`` makes the parts in a fixed order (the reaper, the launcher on it, the event publisher, the
   ``Daemon`` context, the manager's task service, the occupancy, the ttrpc server) and does no I/O; ``serve``
   starts them in the root nursery: reaper, publisher, the service's own ``run``, the occupancy's idle exit, then
-  the server. The service's Task methods are registered behind ``Occupancy.wrap`` (task ids, log routing).
+  the server. The service's Task methods are registered behind ``Occupancy.wrap`` (task ids, log routing) and,
+  inside it, ``Failpoints.wrap`` (containerd's failpoint annotations, where the service enables them).
 - Shutdown: a daemon of a group leaves when the service calls ``Daemon.shutdown`` (no task left); a daemon shared
   by unrelated containers (``-shared MAX:IDLE``, shim/sharing.py) leaves when its occupancy has been idle for IDLE
   seconds, and also serves ``pyshim.shard.v1.Shard/Reserve``; any daemon leaves on SIGTERM/SIGINT. Leaving
@@ -33,6 +34,7 @@ import trio
 
 from shim import sharing
 from shim.events import Publisher, TaskEvents
+from shim.failpoint_wrap import Failpoints
 from shim.flags import ShimFlags
 from shim.linux.libc import prctl
 from shim.occupancy import Occupancy
@@ -124,7 +126,7 @@ def build(manager: Manager, flags: ShimFlags, task_logs: TaskLogs | None = None)
     service = manager.task_service(daemon)
     occupancy = Occupancy(flags.id, task_logs, daemon.shared, daemon.stop, lambda: daemon.shutting_down)
     server = Server()
-    methods = occupancy.wrap(service.methods())
+    methods = occupancy.wrap(Failpoints(service.failpoints_enabled).wrap(service.methods()))
     for name in SERVICES:
         server.register(name, methods)
     if daemon.shared is not None:

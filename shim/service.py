@@ -9,6 +9,8 @@ Rules:
   UNKNOWN in the ttrpc server and is logged. ``ctx`` is the ttrpc call context (metadata, deadline).
 - ``run`` is started in the daemon's root nursery before the server accepts calls: background work of the
   service (an exit loop, say) lives there. The default has none.
+- ``failpoints_enabled`` is asked at every Create whether containerd's shim failpoint annotations apply to that
+  task (shim/failpoint_wrap.py, wired by the daemon); the default says no.
 - Only the method table, the defaults and two helpers every shim needs live here (``EMPTY``, the reply of the
   methods that answer nothing; ``set_time``, which writes "not exited" as Go's zero time, as the Go shim does:
   containerd 2.x turns an absent Timestamp into the Unix epoch, not into the zero time); what a method does is
@@ -79,6 +81,11 @@ class TaskService:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Background work of the service, run in the daemon's root nursery until shutdown. Default: none."""
         task_status.started()
+
+    def failpoints_enabled(self, request: pb.CreateTaskRequest) -> bool:
+        """Whether containerd's shim failpoint annotations apply to the task this Create makes
+        (shim/failpoint_wrap.py; a test facility, so a shim turns it on from its configuration). Default: no."""
+        return False
 
     async def state(self, ctx, request: pb.StateRequest) -> pb.StateResponse:
         """A process's status, pid, stdio and exit."""
