@@ -17,6 +17,8 @@ Rules:
 - Pure: reading the named file is the only I/O (``load``); parsed files are cached by (path, mtime, size), so a
   grouped shim rereads a file only after it changed, and a change applies to containers created afterwards.
 - A bad configuration only fails the Create that needed it; other containers of the shim are untouched.
+- ``failpoints = true`` turns on containerd's shim failpoint annotations for the containers created with this
+  configuration (shim/failpoint_wrap.py; docs/reliability.md, "Failpoints"). Off by default: a test facility.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ ENV_PATH = "PYSHIM_CONFIG"
 BACKEND_ANNOTATION = "io.pyshim.backend"
 DEFAULT_BACKEND = "runc"
 TOP_KEYS = ("backend", "allowed_backends", "backends", "sharing", "max_tasks_per_daemon", "idle_timeout",
-            "fork_server")
+            "fork_server", "failpoints")
 SHARING_MODES = ("pod", "namespace")
 DEFAULT_MAX_TASKS = 64       # bench/README.md, "Sharing mode": what one daemon serves before the next starts
 DEFAULT_IDLE_TIMEOUT = 60.0  # seconds a shared daemon without tasks waits for the next container
@@ -69,6 +71,7 @@ class Config:
     allowed_backends: tuple[str, ...]  # names io.pyshim.backend may choose (the default is always allowed)
     backends: Mapping[str, Backend]
     daemons: Daemons = Daemons()
+    failpoints: bool = False           # containerd's shim failpoint annotations apply (a test facility)
 
     def backend_named(self, name: str) -> Backend:
         if name in self.backends:
@@ -117,13 +120,14 @@ def build(data: Mapping[str, Any], source: str) -> Config:
     allowed = _names(source, "allowed_backends", data.get("allowed_backends", []))
     tables = _expect(source, "backends", data.get("backends", {}), Mapping, "a table of backend tables")
     daemons = _daemons(data, source)
+    failpoints = _expect(source, "failpoints", data.get("failpoints", False), bool, "true or false")
     backends = {}
     for name, table in tables.items():
         key = f"backends.{name}"
         table = dict(_expect(source, key, table, Mapping, "a table of backend options"))
         entry_point = _expect(source, f"{key}.type", table.pop("type", name), str, "a backend type (string)")
         backends[name] = Backend(name, entry_point, MappingProxyType(table))
-    return Config(source, default, allowed, MappingProxyType(backends), daemons)
+    return Config(source, default, allowed, MappingProxyType(backends), daemons, failpoints)
 
 
 def _daemons(data: Mapping[str, Any], source: str) -> Daemons:

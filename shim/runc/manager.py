@@ -13,6 +13,10 @@ Rules:
   the same bytes: those decide the backend configuration and the daemon's cgroup, so containers that differ in
   them never share a daemon. ``fork_server`` decides whether a new daemon is forked or spawned fresh.
 - ``delete`` runs shim/runc/cleanup.py; ``-info`` asks the OCI runtime for its features (shim/runc/features.py).
+- Failpoints: run as ``containerd-shim-runc-fp-v1`` (FAILPOINT_BINARY, e.g. a symlink to pyshim's binary;
+  shim/runc/main.py looks at the program name), pyshim is ``io.containerd.runc-fp.v1``, the runtime containerd's
+  CRI failpoint tests name: the same shim with containerd's failpoint annotations on for every task
+  (shim/failpoint_wrap.py). It has a fork server of its own. Otherwise pyshim.toml's ``failpoints`` decides.
 - The daemon serves shim/runc/service.py over shim/runc/task/, with backends made per Create
   (shim/runc/backend_factory.py). Those imports happen inside ``task_service``: this module is on the
   critical path of start and delete and imports only the standard library.
@@ -37,9 +41,11 @@ if TYPE_CHECKING:
     from shim.manager import CleanupRequest, StartRequest
     from shim.service import TaskService
 
-__all__ = ["GROUP_ANNOTATIONS", "MANAGER", "RuncManager", "grouping_id", "shim_cgroup"]
+__all__ = ["FAILPOINT_BINARY", "FP_MANAGER", "GROUP_ANNOTATIONS", "MANAGER", "RuncFailpointManager", "RuncManager",
+           "grouping_id", "shim_cgroup"]
 
 BACKEND_ANNOTATION = "io.pyshim.backend"  # as shim/runc/config.py
+FAILPOINT_BINARY = "containerd-shim-runc-fp-v1"
 GROUP_ANNOTATIONS = (
     "io.pyshim.group",
     "io.containerd.runc.v2.group",
@@ -120,4 +126,17 @@ class RuncManager(Manager):
         return RuncTaskService.for_daemon(daemon)
 
 
+class RuncFailpointManager(RuncManager):
+    """pyshim as containerd's failpoint test shim: failpoint annotations on for every task (module rules)."""
+
+    name = "io.containerd.runc-fp.v1"
+    forkserver = "shim.runc.manager:FP_MANAGER"
+
+    def task_service(self, daemon: Daemon) -> TaskService:
+        from shim.runc.service import RuncTaskService
+
+        return RuncTaskService.for_daemon(daemon, failpoints=True)
+
+
 MANAGER = RuncManager()
+FP_MANAGER = RuncFailpointManager()

@@ -8,6 +8,8 @@ Rules:
 - Stats answers the container's cgroup metrics in the Any containerd expects (shim/runc/task/stats.py).
 - Checkpoint options: containerd.runc.v1.CheckpointOptions (what ctr, the client library and CRI send for
   any runtime) or none; another type is InvalidArgument.
+- ``failpoints_enabled``: on for every task of a daemon made for containerd's failpoint tests (the binary named
+  containerd-shim-runc-fp-v1, shim/runc/manager.py), else as the task's configuration says.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from protos import runc_options_pb2, task_types_pb2
 from protos import task_v2_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.linux.mount import Mount
-from shim.runc import options
+from shim.runc import config, options
 from shim.runc.task.checkpoint import CheckpointRequest
 from shim.io import StdioConfig
 from shim.runc.task.process import Process
@@ -55,14 +57,16 @@ _STATUS = {
 class RuncTaskService(TaskService):
     """All 17 Task methods over `Tasks`."""
 
-    def __init__(self, tasks: Tasks, shutdown: Callable[[], None]) -> None:
+    def __init__(self, tasks: Tasks, shutdown: Callable[[], None], *, failpoints: bool = False) -> None:
         self.tasks = tasks
         self._stats = StatsCollector()
         self._shutdown = shutdown  # Daemon.shutdown
+        self._failpoints = failpoints  # on for every task (pyshim run as containerd-shim-runc-fp-v1)
 
     @classmethod
-    def for_daemon(cls, daemon: Daemon) -> RuncTaskService:
-        """The service of a new daemon: a task table whose backends and stdio are made per Create."""
+    def for_daemon(cls, daemon: Daemon, *, failpoints: bool = False) -> RuncTaskService:
+        """The service of a new daemon: a task table whose backends and stdio are made per Create.
+        ``failpoints``: containerd's failpoint annotations apply to every task, whatever the configuration."""
         from shim.io import ProcessIO
         from shim.runc.backend_factory import cleanup_info, make_backend
 
@@ -79,7 +83,20 @@ class RuncTaskService(TaskService):
 
         tasks = Tasks(namespace=namespace, reaper=daemon.reaper, events=daemon.events,
                       backend_factory=backend_factory, io_factory=io_factory)
-        return cls(tasks, daemon.shutdown)
+        return cls(tasks, daemon.shutdown, failpoints=failpoints)
+
+    def failpoints_enabled(self, r: pb.CreateTaskRequest) -> bool:
+        """Failpoint annotations apply when the daemon was made for them, or the task's configuration (the one
+        its Create loads) says ``failpoints = true``; a configuration that does not load says no (the Create
+        reports it)."""
+        if self._failpoints:
+            return True
+        try:
+            opts = options.parse(r.options.type_url, r.options.value) if r.HasField("options") else None
+            cfg = config.load(opts.config_path, opts.config_body) if opts else config.load()
+        except InvalidArgument:  # ConfigError too
+            return False
+        return cfg.failpoints
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The task table's exit loop and the containers' nurseries."""
