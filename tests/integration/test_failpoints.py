@@ -6,6 +6,7 @@ What is proven, per containerd version:
   shim does: ``error(msg)`` fails the call with ``msg`` (code Unknown) and its count runs down across calls,
   ``off`` lets calls through while counting, ``delay(ms)`` holds the call, ``panic(msg)`` kills the daemon
   (containerd sees the shim die, reports the task exited and cleans up; the daemon said ``panic: msg``);
+- a malformed failpoint fails the Create, naming the annotation and containerd's parse error;
 - without that key the annotations do nothing (off by default);
 - run as ``containerd-shim-runc-fp-v1`` (runtime ``io.containerd.runc-fp.v1``, the name containerd's CRI tests
   use) pyshim applies them without any configuration;
@@ -111,6 +112,18 @@ def test_panic_kills_the_daemon_and_containerd_cleans_up(containerd, ref, config
         wait_until("containerd to clean up the dead shim's task",
                    lambda: getattr(task_row(c, cid), "status", "gone") in ("gone", "STOPPED"), timeout=30)
         assert "panic: shim goes down" in c.log_path.read_text(errors="replace")
+    finally:
+        cleanup(c, cid)
+
+
+def test_a_malformed_failpoint_fails_the_create_and_names_it(containerd, ref, config):
+    c, cid = containerd, new_id("fpbad")
+    try:
+        res = run(c, ref, cid, config, *annotations(Start="1*error()"))
+        assert res.returncode != 0, res.stdout
+        assert (f"failed to parse failpoint annotation {PREFIX}Start='1*error()': invalid argument for error type"
+                in res.stderr), res.stderr
+        assert task_row(c, cid) is None  # nothing was created
     finally:
         cleanup(c, cid)
 
