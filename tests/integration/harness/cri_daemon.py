@@ -47,16 +47,20 @@ def q(value: object) -> str:
 def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return q(value)
 
 
 def cri_config(major: int, *, cni_bin: Path, cni_conf: Path, hosts_dir: Path,
-               handlers: dict[str, str] = HANDLERS, handler_options: dict[str, dict[str, object]] | None = None) -> str:
+               handlers: dict[str, str] = HANDLERS, handler_options: dict[str, dict[str, object]] | None = None,
+               handler_settings: dict[str, dict[str, object]] | None = None) -> str:
     """The CRI part of containerd's config for containerd ``major`` (1 or 2).  ``handler_options`` gives a
     handler its ``options`` table (e.g. pyshim's ``ConfigPath``, or an inline table containerd 1.7+ sends as
-    runtimeoptions config_body)."""
+    runtimeoptions config_body); ``handler_settings`` adds keys of the handler's own table (``pod_annotations``,
+    ``cni_conf_dir``, ...)."""
     lines: list[str] = []
     # This machine (and CI's) lacks CAP_SYS_RESOURCE: CRI's oom_score_adj -998 for sandboxes would make
     # runc's nsexec fail with EACCES, for every runtime.  restrict_oom_score_adj clamps it to containerd's.
@@ -82,6 +86,7 @@ def cri_config(major: int, *, cni_bin: Path, cni_conf: Path, hosts_dir: Path,
         section, sandbox_key = f"{cri}.containerd.runtimes", "sandbox_mode"
     for name, runtime_type in handlers.items():
         lines += [f"[{section}.{name}]", f"  runtime_type = {q(runtime_type)}", f'  {sandbox_key} = "podsandbox"']
+        lines += [f"  {k} = {toml_value(v)}" for k, v in (handler_settings or {}).get(name, {}).items()]
         options = (handler_options or {}).get(name)
         if options:
             lines += [f"[{section}.{name}.options]", *(f"  {k} = {toml_value(v)}" for k, v in options.items())]
@@ -93,9 +98,10 @@ class CriContainerd(PrivateContainerd):
 
     def __init__(self, dist: Dist, *, registry_url: str, shim_dirs: Sequence[Path] = (),
                  log_dir: Path | None = None, log_level: str = "debug", handlers: dict[str, str] = HANDLERS,
-                 handler_options: dict[str, dict[str, object]] | None = None) -> None:
+                 handler_options: dict[str, dict[str, object]] | None = None,
+                 handler_settings: dict[str, dict[str, object]] | None = None) -> None:
         super().__init__(dist, shim_dirs=shim_dirs, log_dir=log_dir, log_level=log_level)
-        self.handlers, self.handler_options = handlers, handler_options
+        self.handlers, self.handler_options, self.handler_settings = handlers, handler_options, handler_settings
         self.registry_url = registry_url
         self.cni_bin = self.run_dir / "cni" / "bin"
         self.cni_conf = self.run_dir / "cni" / "net.d"
@@ -108,7 +114,7 @@ class CriContainerd(PrivateContainerd):
     def config_text(self) -> str:
         return super().config_text() + "\n" + cri_config(
             self.dist.major, cni_bin=self.cni_bin, cni_conf=self.cni_conf, hosts_dir=self.hosts_dir,
-            handlers=self.handlers, handler_options=self.handler_options)
+            handlers=self.handlers, handler_options=self.handler_options, handler_settings=self.handler_settings)
 
     def _prepare(self) -> None:
         from .cri_registry import write_hosts

@@ -71,6 +71,7 @@ class PrivateContainerd:
         self.path_env = ":".join([*map(str, self.shim_dirs), str(dist.bindir), SYSTEM_PATH])
         self._proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.program = dist.containerd  # what ``start`` executes (a differently named link to it, say)
 
     # -- addresses of things containerd creates -------------------------------------------------------------
     def bundle(self, container_id: str) -> Path:
@@ -144,7 +145,7 @@ class PrivateContainerd:
             log.write(f"--- pyshim harness: starting containerd {self.dist.version} ({self.starts})\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
-                [str(self.dist.containerd), "--config", str(self.config_path)],
+                [str(self.program), "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                 cwd=self.run_dir, start_new_session=True)
         self.starts += 1
