@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conformance import build, cri_build, gotest
-from tests.conformance.run import execute
+from tests.conformance.run import execute, show
 from tests.integration.harness import cri_images, cri_registry, dist, procs
 from tests.integration.harness.cri_daemon import CriContainerd
 from tests.integration.harness.daemon import SCRUB_ENV, SYSTEM_PATH, ContainerdError
@@ -215,13 +215,7 @@ def one_run(setup: Setup, shim: str, registry: cri_registry.Registry, args: argp
 
 
 def report(version: str, shim: str, result: gotest.RunResult, seconds: float) -> str:
-    for t in result.failures():
-        print(f"\n  --- FAIL {t.name} [{version} {shim}]" + ("" if t.status == "fail" else " (never finished)"))
-        print("      " + t.reason(40).replace("\n", "\n      "))
-    for problem in result.problems:
-        print(f"\n  --- PROBLEM [{version} {shim}] {problem}")
-    for t in result.skips():
-        print(f"  skip {t.name}: {t.reason(2).strip()}")
+    show(version, shim, result)
     passed, failed, skipped = result.counts()
     line = f"cri-failpoints containerd-{version} {shim}: {passed} passed, {failed} failed, {skipped} skipped"
     print(f"{line}  ({seconds:.0f}s; logs {build.CACHE / 'logs' / f'cri-{version}-{shim}'})", flush=True)

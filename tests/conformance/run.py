@@ -161,7 +161,8 @@ def one_run(version: str, runtime: str, built: build.Built, d: dist.Dist, entrie
     return result
 
 
-def report(version: str, runtime: str, result: gotest.RunResult, seconds: float) -> str:
+def show(version: str, runtime: str, result: gotest.RunResult) -> None:
+    """Print each failure with its output, the runner's problems, a failed binary's own output and the skips."""
     for t in result.failures():
         print(f"\n  --- FAIL {t.name} [{version} {runtime}]" + ("" if t.status == "fail" else " (never finished)"))
         print("      " + t.reason(40).replace("\n", "\n      "))
@@ -172,6 +173,10 @@ def report(version: str, runtime: str, result: gotest.RunResult, seconds: float)
         print("      " + "".join(result.package_output[-60:]).replace("\n", "\n      "))
     for t in result.skips():
         print(f"  skip {t.name}: {t.reason(2).strip()}")
+
+
+def report(version: str, runtime: str, result: gotest.RunResult, seconds: float) -> str:
+    show(version, runtime, result)
     for name, reason in sorted(result.excluded.items()):
         print(f"  skip-list {name}: {reason}")
     passed, failed, skipped = result.counts()

@@ -33,6 +33,14 @@ class Crashed(Exception):
     """What the injected crash raises instead of ending the test process."""
 
 
+def answering(method: str, response):
+    """A handler that records (method, id, time) and answers ``response``."""
+    async def handler(self, ctx, request):
+        self.ran.append((method, request.id, trio.current_time()))
+        return response
+    return handler
+
+
 class StandIn(TaskService):
     """Create, Start, Kill, Delete, Shutdown answered at once; each records (method, id, time)."""
 
@@ -43,28 +51,11 @@ class StandIn(TaskService):
     def failpoints_enabled(self, request) -> bool:
         return self.enabled
 
-    def _note(self, method: str, request) -> None:
-        self.ran.append((method, request.id, trio.current_time()))
-
-    async def create(self, ctx, request):
-        self._note("Create", request)
-        return pb.CreateTaskResponse(pid=100)
-
-    async def start(self, ctx, request):
-        self._note("Start", request)
-        return pb.StartResponse(pid=100)
-
-    async def kill(self, ctx, request):
-        self._note("Kill", request)
-        return empty_pb2.Empty()
-
-    async def delete(self, ctx, request):
-        self._note("Delete", request)
-        return pb.DeleteResponse(pid=100)
-
-    async def shutdown(self, ctx, request):
-        self._note("Shutdown", request)
-        return empty_pb2.Empty()
+    create = answering("Create", pb.CreateTaskResponse(pid=100))
+    start = answering("Start", pb.StartResponse(pid=100))
+    kill = answering("Kill", empty_pb2.Empty())
+    delete = answering("Delete", pb.DeleteResponse(pid=100))
+    shutdown = answering("Shutdown", empty_pb2.Empty())
 
     def methods_ran(self) -> list[tuple[str, str]]:
         return [(m, i) for m, i, _ in self.ran]
