@@ -28,7 +28,6 @@ from .conftest import PYSHIM_BINARY, import_image, new_id
 from .e2e_helpers import PYSHIM, cleanup, finish, start, task_row, wait_status, wait_until
 from .harness import procs
 from .harness.daemon import PrivateContainerd
-from .test_sharing import daemon_of
 
 PREFIX = "io.containerd.runtime.v2.shim.failpoint."
 FP_RUNTIME, FP_BINARY = "io.containerd.runc-fp.v1", "containerd-shim-runc-fp-v1"
@@ -122,7 +121,7 @@ def gone_or_stopped(c: PrivateContainerd, cid: str) -> bool:
 def test_panic_kills_the_daemon_and_containerd_cleans_up(containerd, ref, config):
     c = containerd
     with launched(c, ref, config, annotations(Pids="1*panic(shim goes down)")) as [(cid, _)]:
-        shim = daemon_of(c, cid)
+        shim = c.shim_daemon(cid)
         res = ps(c, cid)
         assert res.returncode != 0, res.stdout
         wait_until("the daemon's exit", lambda: not procs.alive(shim))
@@ -153,7 +152,7 @@ def test_run_as_containerds_failpoint_shim_they_apply_without_configuration(cont
     with launched(c, ref, None, annotations(Pids="1*error(from runc-fp)"), runtime=FP_RUNTIME) as [(cid, _)]:
         assert "from runc-fp" in ps(c, cid).stderr
         assert ps(c, cid).returncode == 0
-        assert any(FP_BINARY in " ".join(p.argv) for p in procs.shims_of(c.address) if p.pid == daemon_of(c, cid))
+        assert any(FP_BINARY in " ".join(p.argv) for p in procs.shims_of(c.address) if p.pid == c.shim_daemon(cid))
 
 
 def test_in_a_shared_daemon_a_failpoint_touches_only_its_own_container(containerd, ref, shared_config):
@@ -161,7 +160,7 @@ def test_in_a_shared_daemon_a_failpoint_touches_only_its_own_container(container
     with launched(c, ref, shared_config, annotations(Pids="1*delay(4000)"), annotations(Pids="9*error(mine)"),
                   []) as made:
         (slow, _), (fails, _), (plain, _) = made
-        assert daemon_of(c, slow) == daemon_of(c, fails) == daemon_of(c, plain)
+        assert c.shim_daemon(slow) == c.shim_daemon(fails) == c.shim_daemon(plain)
         t0 = time.monotonic()
         held = start(c, "task", "ps", slow, text=True)
         for _ in range(3):
@@ -175,8 +174,8 @@ def test_a_panic_in_a_shared_daemon_takes_every_task_of_it_down(containerd, ref,
     """As a Go shim's panic ends every task of its group: the daemon is gone, containerd cleans up each."""
     c = containerd
     with launched(c, ref, shared_config, annotations(Pids="1*panic(all of us)"), []) as [(doomed, _), (neighbour, _)]:
-        shim = daemon_of(c, doomed)
-        assert daemon_of(c, neighbour) == shim
+        shim = c.shim_daemon(doomed)
+        assert c.shim_daemon(neighbour) == shim
         assert ps(c, doomed).returncode != 0
         wait_until("the daemon's exit", lambda: not procs.alive(shim))
         for cid in (doomed, neighbour):
