@@ -19,7 +19,8 @@ Rules (no trio, no sockets; bytes in via ``receive_data``, events out via ``next
   the connection goes on.
 - Only RemoteProtocolError comes out of ``next_event`` (stream ended inside a frame); after it the connection is
   finished.  Success responses carry no status (as Go sends them); error responses carry no payload.
-- A response over 4 MiB is never produced: it is replaced by RESOURCE_EXHAUSTED on the same stream.
+- A response over 4 MiB is never produced: it is replaced by RESOURCE_EXHAUSTED on the same stream.  So that the
+  replacement itself always fits, a ServerConnection's limit is at least MIN_DATA_LENGTH (ValueError below).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ MSG_ODD = "StreamID must be odd for client initiated streams"
 MSG_REUSED = "StreamID cannot be re-used and must increment"
 MSG_INACTIVE = "StreamID is no longer active"
 MSG_DATA_ON_UNARY = "ttrpc: data frames are not accepted on unary calls"
+
+# The RESOURCE_EXHAUSTED answer that replaces an oversized one is at most ~90 bytes (lengths of 20 digits).
+MIN_DATA_LENGTH = 128
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,6 +105,9 @@ class ServerConnection:
     """Server side of one connection (see the module rules)."""
 
     def __init__(self, max_data_length: int = MAX_DATA_LENGTH) -> None:
+        if max_data_length < MIN_DATA_LENGTH:
+            raise ValueError(f"max_data_length {max_data_length} is below {MIN_DATA_LENGTH}: the server's own "
+                             f"RESOURCE_EXHAUSTED answer would not fit")
         self._decoder = FrameDecoder(max_data_length)
         self._max = max_data_length
         self._last_id = 0

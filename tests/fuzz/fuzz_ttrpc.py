@@ -88,7 +88,8 @@ def check_response_bytes(data: bytes, sid: int, code: Code, message: str, payloa
         assert isinstance(event, ResponseReceived) and event.code == Code.RESOURCE_EXHAUSTED, event
         assert event.message.startswith("message length ") and event.payload == b""
     else:
-        assert event == ResponseReceived(sid, payload if code == Code.OK else b"", code, message), event
+        ok = code == Code.OK  # success carries the payload and no status; an error, the status and no payload
+        assert event == ResponseReceived(sid, payload if ok else b"", code, "" if ok else message), event
     assert client.next_event() is NEED_DATA and client.pending == frozenset()
 
 

@@ -18,7 +18,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protos import ttrpc_pb2
-from tests.fuzz.fuzz_ttrpc import LIMITS, ServerRun, one_input, pieces, run_client, run_server, seed_inputs
+from tests.fuzz.fuzz_ttrpc import (
+    LIMITS,
+    ServerRun,
+    check_response_bytes,
+    one_input,
+    pieces,
+    run_client,
+    run_server,
+    seed_inputs,
+)
 from ttrpc import connection
 from ttrpc.codec import NEED_DATA, FrameDecoder, encode_frame, oversize_message
 from ttrpc.connection import (
@@ -26,6 +35,7 @@ from ttrpc.connection import (
     MSG_INACTIVE,
     MSG_ODD,
     MSG_REUSED,
+    MIN_DATA_LENGTH,
     ClientConnection,
     Rejected,
     RequestReceived,
@@ -334,3 +344,25 @@ def _accept_even(self: ServerConnection, frame: Frame) -> object:
 def _settle_always(self: ClientConnection, sid: int, code: Code, message: str, payload: bytes = b"") -> object:
     self._pending.discard(sid)
     return ResponseReceived(sid, payload, code, message)
+
+
+# -- a limit too small for the server's own answers -----------------------------------------------------------------
+
+@pytest.mark.parametrize("limit", [0, 16, 73, MIN_DATA_LENGTH - 1])
+def test_server_connection_refuses_a_limit_its_own_answers_do_not_fit(limit: int) -> None:
+    """Below MIN_DATA_LENGTH even the RESOURCE_EXHAUSTED answer that replaces an oversized one would be over the
+    limit, and encode_rejection / send_response raised LocalProtocolError instead of answering."""
+    with pytest.raises(ValueError, match="max_data_length"):
+        ServerConnection(limit)
+
+
+@fuzz_settings(100)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(list(Code)), st.text(max_size=300), st.binary(max_size=300))
+def test_at_the_smallest_limit_every_answer_is_one_well_formed_frame(sid: int, code: Code, message: str,
+                                                                     payload: bytes) -> None:
+    conn = ServerConnection(MIN_DATA_LENGTH)
+    rejection = Rejected(sid, code, message)
+    check_response_bytes(conn.encode_rejection(rejection), sid, code, message, b"", MIN_DATA_LENGTH)
+    conn._open.add(sid)  # as if a call were open on that id (any id: the bytes must fit whatever it is)
+    data = conn.send_response(sid, payload, code, message)
+    check_response_bytes(data, sid, code, message, payload, MIN_DATA_LENGTH)
