@@ -41,7 +41,7 @@ from ttrpc.codec import NEED_DATA, FrameDecoder, encode_frame, oversize_message
 from ttrpc.connection import MSG_DATA_ON_UNARY, Rejected, RequestReceived, ServerConnection
 from ttrpc.frame import MAX_DATA_LENGTH, Frame, MessageType, encode_header
 from ttrpc.server import Server
-from ttrpc.status import Code
+from ttrpc.status import Code, StatusError
 
 from .taskfakes import Harness, harness
 
@@ -462,3 +462,47 @@ def test_oversize_frame_is_rejected_and_only_its_connection_closes(typ: int) -> 
         await site.garbage_cut_short()
 
     run_site(test)
+
+
+# -- the trio client against any answer bytes -------------------------------------------------------------------------
+
+answer_frames = st.tuples(st.one_of(st.just(RESP), st.integers(0, 255)), st.sampled_from([1, 3, 5, 0, 7]),
+                          st.integers(0, 255), st.one_of(st.binary(max_size=24), st.builds(
+                              lambda payload, code, message: ttrpc_pb2.Response(
+                                  payload=payload, status={"code": code, "message": message}).SerializeToString(),
+                              st.binary(max_size=12), st.one_of(st.just(0), st.integers(0, 20)),
+                              st.text(max_size=8))))
+
+
+@fuzz_settings(100)
+@given(st.lists(answer_frames, max_size=8), st.sampled_from([b"", b"\x00\x00"]), st.lists(st.integers(0, 400),
+                                                                                       max_size=5))
+def test_client_calls_end_with_a_result_or_a_status_error(frames: list[tuple[int, int, int, bytes]], tail: bytes,
+                                                          cuts: list[int]) -> None:
+    """Three calls in flight, then any frames (and maybe half a frame) and the end of the connection: each call
+    returns a decoded response or raises StatusError (ConnectionClosed for those left unanswered), exactly once."""
+    wire = b"".join(encode_header(len(d), sid, typ, flags) + d for typ, sid, flags, d in frames) + tail
+
+    async def main() -> None:
+        left, right = memory_stream_pair()
+        outcomes: dict[int, object] = {}
+
+        async def call(i: int) -> None:
+            try:
+                outcomes[i] = await client.call(SERVICES[0], "Connect", pb.ConnectRequest(id=str(i)),
+                                                pb.ConnectResponse)
+            except StatusError as exc:
+                outcomes[i] = exc.code
+
+        with trio.fail_after(10):
+            async with open_client(left) as client, trio.open_nursery() as nursery:
+                for i in range(3):
+                    nursery.start_soon(call, i)
+                peer = Garbage(right)
+                assert [(await peer.frame()).stream_id for _ in range(3)] == [1, 3, 5]  # type: ignore[union-attr]
+                await peer.send(wire, cuts)
+                await right.aclose()
+        assert sorted(outcomes) == [0, 1, 2]
+        assert all(isinstance(o, (pb.ConnectResponse, Code)) for o in outcomes.values()), outcomes
+
+    trio.run(main)
