@@ -326,8 +326,12 @@ def main(argv: list[str]) -> None:
         write_seeds(argv[2])
         return
     import logging
+    import os
+    import shlex
 
     logging.disable(logging.CRITICAL)  # the connections log every dropped or odd frame; millions of lines otherwise
+    # libFuzzer runs argv[0] through the shell for -merge (and -fork): make that this interpreter and this file
+    argv = [f"{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(argv[0]))}", *argv[1:]]
     atheris.Setup(argv, one_input)
     atheris.Fuzz()
 
