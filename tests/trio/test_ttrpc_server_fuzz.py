@@ -509,3 +509,22 @@ def test_client_calls_end_with_a_result_or_a_status_error(frames: list[tuple[int
         assert all(isinstance(o, (pb.ConnectResponse, Code)) for o in outcomes.values()), outcomes
 
     trio.run(main)
+
+
+# -- known bug ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="Tasks.exec and Tasks.update (shim/runc/task/tasks.py) catch ValueError from "
+                   "json.loads but not RecursionError: deeply nested JSON answers UNKNOWN with a logged traceback")
+def test_deeply_nested_json_in_exec_and_update_is_an_invalid_argument() -> None:
+    """An Exec spec or Update resources of 10,000 nested arrays is as invalid as any other bad JSON."""
+
+    async def test(site: Site) -> None:
+        nested = b"[" * 10_000 + b"]" * 10_000
+        exec_ = pb.ExecProcessRequest(id="c1", exec_id="e9", spec=any_pb2.Any(type_url="process", value=nested))
+        update = pb.UpdateTaskRequest(id="c1", resources=any_pb2.Any(type_url="linux-resources", value=nested))
+        wire = call_frame(1, "Exec", exec_.SerializeToString()) + call_frame(3, "Update", update.SerializeToString())
+        answers = sorted(await site.exchange(wire, [], 2), key=lambda answer: answer[0])
+        assert [(sid, resp.status.code) for sid, resp in answers] == [(1, Code.INVALID_ARGUMENT),
+                                                                      (3, Code.INVALID_ARGUMENT)], answers
+
+    run_site(test)
