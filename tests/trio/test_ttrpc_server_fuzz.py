@@ -511,10 +511,8 @@ def test_client_calls_end_with_a_result_or_a_status_error(frames: list[tuple[int
     trio.run(main)
 
 
-# -- known bug ------------------------------------------------------------------------------------------------------
+# -- found by review: deeply nested JSON ----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="Tasks.exec and Tasks.update (shim/runc/task/tasks.py) catch ValueError from "
-                   "json.loads but not RecursionError: deeply nested JSON answers UNKNOWN with a logged traceback")
 def test_deeply_nested_json_in_exec_and_update_is_an_invalid_argument() -> None:
     """An Exec spec or Update resources of 10,000 nested arrays is as invalid as any other bad JSON."""
 

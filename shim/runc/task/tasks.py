@@ -210,7 +210,7 @@ class Tasks:
             raise InvalidArgument("exec spec is empty: an OCI Process JSON is required")
         try:
             process = json.loads(spec)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
             raise InvalidArgument(f"exec spec is not valid JSON: {e}") from None
         if not isinstance(process, dict):
             raise InvalidArgument("exec spec is not a JSON object (an OCI Process)")
@@ -256,7 +256,7 @@ class Tasks:
         try:
             if not isinstance(json.loads(resources_json or b"null"), dict):
                 raise ValueError("not a JSON object")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise InvalidArgument(f"update resources must be an OCI LinuxResources JSON object: {e}") from None
         c.init.check(Op.UPDATE)
         try:
