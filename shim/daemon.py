@@ -20,8 +20,9 @@ Rules:
 - The daemon owns its socket file: it unlinks the path its listener is bound to, while still bound, so a
   concurrent ``start`` of the group binds a fresh socket instead of taking ours for stale.
 - SIGUSR1 logs every trio task and where it waits (like the Go shim's stack dump) and, when the daemon traces
-  memory (``PYSHIM_TRACEMALLOC=1`` in its environment: the installed launcher runs Python isolated, so
-  PYTHONTRACEMALLOC is ignored), its traced Python memory and top allocation sites.
+  memory (``PYSHIM_TRACEMALLOC=N`` in its environment, N frames per allocation: the installed launcher runs
+  Python isolated, so PYTHONTRACEMALLOC is ignored), its traced Python memory, the top allocation sites and
+  the allocations that grew most since the previous SIGUSR1 (how a leak shows itself).
 """
 from __future__ import annotations
 
@@ -164,7 +165,8 @@ def run(manager: Manager, flags: ShimFlags, listen_fd: int) -> int:
     if os.environ.get("PYSHIM_TRACEMALLOC"):
         import tracemalloc
 
-        tracemalloc.start()
+        frames = os.environ["PYSHIM_TRACEMALLOC"]
+        tracemalloc.start(int(frames) if frames.isdigit() and int(frames) > 0 else 1)
     _cloexec_inherited()
     task_logs = setup_logging(flags, manager.name)
     try:
@@ -230,16 +232,33 @@ async def _signals(daemon: Daemon) -> None:
                 daemon.stop()
 
 
+_last_snapshot = None  # the previous SIGUSR1's tracemalloc snapshot
+
+
 def _memory_dump() -> None:
-    """When the daemon traces memory: its traced Python memory and the top allocation sites."""
+    """When the daemon traces memory: its traced Python memory, the top allocation sites, and what grew most since
+    the previous dump (by whole traceback)."""
+    import gc
+    import linecache
     import tracemalloc
 
+    global _last_snapshot
     if not tracemalloc.is_tracing():
         return
+    gc.collect()  # what is left is reachable: cyclic garbage waiting for the collector is not a leak
     current, peak = tracemalloc.get_traced_memory()
-    top = tracemalloc.take_snapshot().statistics("lineno")[:15]
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, linecache.__file__)])
+    top = snapshot.statistics("lineno")[:15]
     log.info("traced memory: %d bytes now, %d at the peak; top sites:\n%s", current, peak,
              "\n".join(str(stat) for stat in top))
+    if _last_snapshot is not None:  # one record per traceback: a log line is bounded (shim/daemon_log.py)
+        grown = [d for d in snapshot.compare_to(_last_snapshot, "traceback") if d.count_diff > 0][:10]
+        for d in grown:
+            frames = [f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(d.traceback)]
+            log.info("grown since the previous dump: %+d B, %+d blocks at %s", d.size_diff, d.count_diff,
+                     " <- ".join(frames))
+    _last_snapshot = snapshot
 
 
 def _task_tree(task, depth: int = 0) -> list[str]:

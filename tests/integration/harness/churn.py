@@ -227,4 +227,5 @@ class Soak:
                 "per_second": round(churn.done / self.after["seconds"], 2) if self.after["seconds"] else 0.0,
                 "watched_pid": self.watched, "before": self.before, "after": self.after,
                 "slopes_per_1000": {k: round(v, 2) for k, v in churn.slopes().items()}, "leaks": self.leaked,
-                "client_races": churn.client_races}
+                "client_races": churn.client_races,
+                "samples": [{k: v for k, v in sample.items() if k != "seconds"} for sample in churn.samples]}
