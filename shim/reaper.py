@@ -9,9 +9,14 @@ Rules:
   open, in order; nothing is lost between spawn and wait.
 - Exit statuses follow the runc shim: the exit code, or 128 + the signal number.
 - `ReaperLauncher.run` is the only way the daemon runs a child program (runtime CLI, logger binary):
-  posix_spawn (no Python code runs in the child), subscribe-then-spawn, and TERM/5 s/KILL of the
-  child if the caller is cancelled. Captured output goes to a memfd read after the exit, never to a pipe whose
-  EOF could be held off by the command's own long-lived children. CPython's subprocess is never used: it would waitpid itself.
+  posix_spawn (no Python code runs in the child), subscribe-then-spawn. The command leads a process group of its
+  own, and if the caller is cancelled (a call's deadline, shim/runc/deadlines.py) the whole group gets TERM,
+  up to 5 s for the command to exit, then KILL, and the command is reaped before the cancellation goes on: a
+  hung runtime that forked helpers leaves none behind. The group is signalled only while the command itself is
+  not reaped yet, i.e. while its pid is certainly still the group's id. Captured output goes to a memfd read
+  after the exit, never to a pipe whose EOF could be held off by the command's own long-lived children (those
+  that outlive a command that ended by itself are left alone: runsc's gofer). CPython's subprocess is never
+  used: it would waitpid itself.
 """
 from __future__ import annotations
 
@@ -206,7 +211,7 @@ class ReaperLauncher:
                 *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in pass_fds),
             ]
             with self._reaper.subscribe() as sub:
-                pid = _spawn(argv, env, actions)
+                pid = _spawn(argv, env, actions, own_group=True)
                 while child_fds:
                     os.close(child_fds.pop())
                 if feed_w is not None:
@@ -276,7 +281,8 @@ class SpawnedChild:
                 pass
 
 
-def _spawn(argv: Sequence[str], env: Mapping[str, str] | None, actions: list) -> int:
+def _spawn(argv: Sequence[str], env: Mapping[str, str] | None, actions: list, own_group: bool = False) -> int:
+    """posix_spawn ``argv``; with ``own_group`` the child leads a new process group (its pgid is its pid)."""
     env = dict(os.environ if env is None else env)
     path = argv[0]
     if "/" not in path:
@@ -291,6 +297,7 @@ def _spawn(argv: Sequence[str], env: Mapping[str, str] | None, actions: list) ->
         file_actions=actions,
         setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT, signal.SIGTERM),
         setsigmask=(),
+        **({"setpgroup": 0} if own_group else {}),
     )
 
 
@@ -346,11 +353,13 @@ def _read_all(fd: int) -> bytes:
 
 
 async def _terminate(pid: int, sub: Subscription, grace: float) -> None:
+    """TERM, ``grace`` seconds, KILL to the process group led by ``pid``, each only while ``pid`` is unreaped
+    (until then its pid is the group's id: no pid reuse can make it someone else's); then wait for its exit."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
         if sub.reaped(pid) is not None:
             return
         try:
-            os.kill(pid, sig)
+            os.killpg(pid, sig)
         except ProcessLookupError:
             return
         with trio.move_on_after(wait):

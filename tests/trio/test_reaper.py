@@ -77,6 +77,30 @@ async def test_cancelled_run_kills_the_child():
         await _with_reaper(body)
 
 
+async def test_cancelled_run_stops_the_commands_whole_process_group(tmp_path):
+    """A child the command forked would survive a TERM to the command alone (sh exits, sleep goes on)."""
+    pidfile = tmp_path / "child"
+
+    async def body(reaper, launcher):
+        with trio.move_on_after(0.5):
+            await launcher.run(["/bin/sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"])
+        child = int(pidfile.read_text())
+        with trio.fail_after(5):
+            while os.path.exists(f"/proc/{child}") and process_state(child) != "Z":
+                await trio.sleep(0.02)
+    with trio.fail_after(10):
+        await _with_reaper(body)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``pid`` in /proc (R, S, Z...), "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
 async def test_subscription_keeps_an_exit_reaped_before_the_lookup():
     async def body(reaper, launcher):
         with reaper.subscribe() as sub:
