@@ -104,7 +104,12 @@ def read_runtime_config(bundle: str, namespace: str, container_id: str) -> Runti
 
 
 def runtime_delete(config: RuntimeConfig, container_id: str, timeout: float = RUNTIME_TIMEOUT) -> str | None:
-    """Run the runtime's ``delete --force``; return a warning, or None on success."""
+    """Run the runtime's ``delete --force``; return a warning, or None on success.
+
+    The command leads a process group of its own; past ``timeout`` the whole group is killed (while the command
+    is not yet reaped, so the group id is still its pid) and the command reaped: a hung runtime leaves no
+    helper behind, and none keeps the output pipe open."""
+    import signal
     import subprocess  # only on this rare path
 
     from runtime.environ import for_runtime
@@ -112,15 +117,18 @@ def runtime_delete(config: RuntimeConfig, container_id: str, timeout: float = RU
     env = for_runtime(os.environ)
     argv = config.delete_argv(container_id)
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return f"{' '.join(argv)}: killed after {timeout:g} s"
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=env, process_group=0)
     except OSError as exc:
         return f"{' '.join(argv)}: {exc}"
-    if done.returncode != 0:
-        output = done.stdout.decode(errors="replace").strip()
-        return f"{' '.join(argv)}: exit status {done.returncode}: {output}"
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return f"{' '.join(argv)}: killed after {timeout:g} s"
+    if proc.returncode != 0:
+        return f"{' '.join(argv)}: exit status {proc.returncode}: {output.decode(errors='replace').strip()}"
     return None
 
 

@@ -407,6 +407,24 @@ def test_delete_calls_the_runtime_only_when_it_has_state(tmp_path: Path, status:
     assert (b"boom" in done.stderr) == bool(status)
 
 
+def test_delete_kills_a_hung_runtime_with_its_process_group(tmp_path: Path) -> None:
+    """A runtime ``delete --force`` that hangs in a child of its own is killed with that child at the deadline."""
+    from shim.runc import cleanup
+
+    script = tmp_path / "hung-runtime"
+    script.write_text(f'#!/bin/sh\nsleep 300 &\necho $! > "{tmp_path}/child"\nwait\n')
+    script.chmod(0o755)
+    began = time.monotonic()
+    problem = cleanup.runtime_delete(cleanup.RuntimeConfig(str(script), str(tmp_path)), "c1", timeout=0.5)
+    assert problem == f"{script} --root {tmp_path} delete --force c1: killed after 0.5 s"
+    assert time.monotonic() - began < 2
+    child = int((tmp_path / "child").read_text())
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:  # reparented to init, which reaps it
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{child}"), "the runtime's child outlived the killed runtime"
+
+
 def test_delete_with_unusable_config_warns_and_uses_defaults(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "c1")
     (bundle / "pyshim.json").write_text("{not json")
