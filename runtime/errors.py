@@ -82,6 +82,18 @@ class InvalidOptions(BackendError):
         super().__init__("configure", f"runtime {backend!r}: {message}")
 
 
+class CallTimedOut(BackendError):
+    """The call ran past its deadline and was stopped (its runtime command killed, a plugin's call cancelled).
+
+    Raised by the shim's deadline on each backend call (shim/runc/deadlines.py), never by a backend itself."""
+
+    def __init__(self, op: str, container_id: str, seconds: float, setting: str) -> None:
+        super().__init__(op, f"runtime call {op!r} for container {container_id} did not finish within {seconds:g} s "
+                             f"and was stopped ({setting})")
+        self.container_id = container_id
+        self.seconds = seconds
+
+
 class RuntimeFailed(BackendError):
     """The runtime command failed for any other reason. `status` is its exit status (-1 if it never ran)."""
 

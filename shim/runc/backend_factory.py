@@ -3,7 +3,8 @@
 Rules:
 - ``make_backend``: configuration from files, runtime options and the io.pyshim.backend annotation
   (shim/runc/config.py), the backend built through runtime/registry (entry points, group ``pyshim.runtimes``).
-  Every failure is a ConfigError naming its source, so a bad configuration fails only that Create.
+  Every failure is a ConfigError naming its source, so a bad configuration fails only that Create. The backend
+  comes wrapped in its call deadlines (shim/runc/deadlines.py, config ``call_timeouts``).
 - ``cleanup_info``: the runtime section of pyshim.json (shim/runc/cleanup.py) for a backend driven through an
   OCI runtime CLI, None for any other backend.
 """
@@ -17,6 +18,7 @@ from runtime.oci_argv import global_argv
 from runtime.oci_config import OciConfig
 from shim.bundle import read_annotations
 from shim.runc import config
+from shim.runc.deadlines import Deadlined
 from shim.runc.options import RuntimeOptions
 
 __all__ = ["cleanup_info", "make_backend"]
@@ -43,7 +45,8 @@ def make_backend(opts: RuntimeOptions, bundle: str, launcher, namespace: str, *,
                     "criu_path": opts.criu_path}
     chosen = config.choose(cfg, annotations, runc_options)
     try:
-        return registry.make_backend(chosen.entry_point, chosen.options, launcher, namespace)
+        backend = registry.make_backend(chosen.entry_point, chosen.options, launcher, namespace)
     except (registry.BackendLoadError, InvalidOptions) as e:
         where = f"table [backends.{chosen.name}]" if chosen.name in cfg.backends else f"backend {chosen.name!r}"
         raise config.ConfigError(f"pyshim config {cfg.source}: {where}: {e}") from None
+    return Deadlined(backend, cfg.call_timeouts, cfg.source)

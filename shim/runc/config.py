@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -36,11 +36,18 @@ ENV_PATH = "PYSHIM_CONFIG"
 BACKEND_ANNOTATION = "io.pyshim.backend"
 DEFAULT_BACKEND = "runc"
 TOP_KEYS = ("backend", "allowed_backends", "backends", "sharing", "max_tasks_per_daemon", "idle_timeout",
-            "fork_server", "failpoints")
+            "fork_server", "failpoints", "call_timeouts")
 SHARING_MODES = ("pod", "namespace")
 DEFAULT_MAX_TASKS = 64       # bench/README.md, "Sharing mode": what one daemon serves before the next starts
 DEFAULT_IDLE_TIMEOUT = 60.0  # seconds a shared daemon without tasks waits for the next container
 RUNC_OPTION_KEYS = ("binary_name", "root", "systemd_cgroup", "criu_path")
+# Seconds each call to a backend may take before pyshim stops it (shim/runc/deadlines.py; docs/configuration.md,
+# "Deadlines"): generous for the calls that start processes or move memory, a minute for the rest. One key per
+# method of runtime.base.REQUIRED_METHODS (tests/unit/test_config_timeouts.py holds them equal).
+CALL_TIMEOUTS = MappingProxyType({
+    "create": 120.0, "start": 60.0, "exec": 120.0, "kill": 60.0, "delete": 60.0, "state": 60.0, "ps": 60.0,
+    "pause": 60.0, "resume": 60.0, "update": 60.0, "checkpoint": 600.0, "restore": 600.0,
+})
 
 
 class ConfigError(InvalidArgument):
@@ -72,6 +79,7 @@ class Config:
     backends: Mapping[str, Backend]
     daemons: Daemons = Daemons()
     failpoints: bool = False           # containerd's shim failpoint annotations apply (a test facility)
+    call_timeouts: Mapping[str, float] = field(default_factory=lambda: CALL_TIMEOUTS)  # every call, defaults in
 
     def backend_named(self, name: str) -> Backend:
         if name in self.backends:
@@ -121,13 +129,30 @@ def build(data: Mapping[str, Any], source: str) -> Config:
     tables = _expect(source, "backends", data.get("backends", {}), Mapping, "a table of backend tables")
     daemons = _daemons(data, source)
     failpoints = _expect(source, "failpoints", data.get("failpoints", False), bool, "true or false")
+    timeouts = _call_timeouts(data, source)
     backends = {}
     for name, table in tables.items():
         key = f"backends.{name}"
         table = dict(_expect(source, key, table, Mapping, "a table of backend options"))
         entry_point = _expect(source, f"{key}.type", table.pop("type", name), str, "a backend type (string)")
         backends[name] = Backend(name, entry_point, MappingProxyType(table))
-    return Config(source, default, allowed, MappingProxyType(backends), daemons, failpoints)
+    return Config(source, default, allowed, MappingProxyType(backends), daemons, failpoints, timeouts)
+
+
+def _call_timeouts(data: Mapping[str, Any], source: str) -> Mapping[str, float]:
+    """``[call_timeouts]`` over CALL_TIMEOUTS: a positive number of seconds per call, ``inf`` for no deadline."""
+    table = _expect(source, "call_timeouts", data.get("call_timeouts", {}), Mapping,
+                    "a table of seconds per backend call")
+    out = dict(CALL_TIMEOUTS)
+    for call, value in table.items():
+        key = f"call_timeouts.{call}"
+        if call not in CALL_TIMEOUTS:
+            raise ConfigError(f"{_where(source, key)} is unknown (calls: {', '.join(CALL_TIMEOUTS)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:  # NaN too
+            raise ConfigError(f"{_where(source, key)} must be a number of seconds above 0 (inf: no deadline), "
+                              f"got {value!r}")
+        out[call] = float(value)
+    return MappingProxyType(out)
 
 
 def _daemons(data: Mapping[str, Any], source: str) -> Daemons:

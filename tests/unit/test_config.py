@@ -41,7 +41,7 @@ def backend_for(tmp_path, *, default_text=None, annotations=None, **opts):
 
 def test_no_file_means_runc_with_builtin_options(tmp_path):
     b = backend_for(tmp_path)
-    assert isinstance(b, OciCli) and b.name == "runc"
+    assert isinstance(b.inner, OciCli) and b.name == "runc"
     assert b.cfg.root == "/run/containerd/runc/ns" and b.cfg.binary == "runc"
 
 

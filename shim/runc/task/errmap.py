@@ -20,4 +20,6 @@ def backend_error(e: rt.BackendError) -> se.StatusError:
         return se.AlreadyExists(str(e))
     if isinstance(e, rt.Unsupported):
         return se.Unimplemented(str(e))
+    if isinstance(e, rt.CallTimedOut):
+        return se.DeadlineExceeded(str(e))
     return se.Unknown(str(e))
