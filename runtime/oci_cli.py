@@ -116,9 +116,16 @@ def rewrite_spec(config_json: str, keys: tuple[str, ...], oci_version: str = "")
         os.unlink(tmp)  # a leftover would keep its mode through O_CREAT
     except FileNotFoundError:
         pass
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), "w") as f:
-        json.dump(spec, f)
-    os.replace(tmp, config_json)
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), "w") as f:
+            json.dump(spec, f)
+        os.replace(tmp, config_json)
+    except OSError as e:  # a full file system: config.json stays as it was, and no temporary file is left
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RuntimeFailed("create", f"cannot rewrite {config_json}: {e.strerror or e}") from None
     return True
 
 

@@ -3,6 +3,8 @@
 Rules:
 - ``./address`` holds the socket address byte for byte with no trailing newline (containerd 1.6/1.7 read it back
   untrimmed) and is replaced atomically (``.address`` then rename).
+- Every file the shim writes into a bundle goes through ``write_atomically``: a reader sees the old file or the
+  whole new one, and a failed write (a full file system) leaves neither a partial file nor its temporary one.
 - A missing or malformed config.json raises OSError / ValueError: upstream's start fails then too.
 - Standard library only (critical path), JSON through stdlib_lite.
 """
@@ -13,7 +15,7 @@ import os
 
 from shim.stdlib_lite import loads_json
 
-__all__ = ["read_address", "read_annotations", "write_address"]
+__all__ = ["read_address", "read_annotations", "write_address", "write_atomically"]
 
 
 def read_annotations(bundle: str) -> dict[str, object]:
@@ -31,19 +33,37 @@ def read_annotations(bundle: str) -> dict[str, object]:
     return annotations
 
 
+def write_atomically(path: str, data: bytes, mode: int, temp: str = "") -> None:
+    """Replace ``path`` by a file of ``data`` in one step: written to ``temp`` (default ``path`` + ".tmp") next to
+    it, created afresh with ``mode`` (a leftover is removed first, so it cannot keep another mode), then renamed
+    over ``path``. On any failure (ENOSPC, EDQUOT, EIO...) ``temp`` is removed and the error raised: ``path`` is
+    then the old file, or absent, never part of the new one."""
+    temp = temp or path + ".tmp"
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
 def write_address(bundle: str, address: str) -> None:
     """Atomically write ``<bundle>/address`` with exactly the address bytes (no newline)."""
-    final = os.path.join(bundle, "address")
-    temp = os.path.join(bundle, ".address")
-    data = address.encode("utf-8")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write to {temp}: {written} of {len(data)} bytes")
-    finally:
-        os.close(fd)
-    os.rename(temp, final)
+    write_atomically(os.path.join(bundle, "address"), address.encode("utf-8"), 0o644,
+                     temp=os.path.join(bundle, ".address"))
 
 
 def read_address(bundle: str) -> str:

@@ -53,19 +53,13 @@ class RuntimeConfig(Record):
 
 
 def write_state(bundle: str, runtime: dict | None) -> None:
-    """Write ``<bundle>/pyshim.json`` (the daemon, at Create) atomically; ``runtime`` as the module rules say."""
+    """Write ``<bundle>/pyshim.json`` (the daemon, at Create) atomically; ``runtime`` as the module rules say.
+    A failed write (a full file system) leaves no pyshim.json and no temporary file, and raises OSError."""
     import json
 
-    path = os.path.join(bundle, STATE_FILE)
-    tmp = path + ".tmp"
-    try:
-        os.unlink(tmp)  # a leftover keeps its mode through O_CREAT: start from nothing
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"runtime": runtime}, f)
-    os.replace(tmp, path)
+    from shim.bundle import write_atomically
+
+    write_atomically(os.path.join(bundle, STATE_FILE), json.dumps({"runtime": runtime}).encode(), 0o600)
 
 
 def default_config(namespace: str, container_id: str) -> RuntimeConfig:

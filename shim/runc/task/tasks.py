@@ -23,9 +23,9 @@ import trio
 
 from runtime.base import Capability
 from runtime.errors import BackendError
-from shim.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from shim.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unimplemented, Unknown
 from shim.linux.mount import Mount, mount_all
-from shim.runc.cleanup import write_state
+from shim.runc.cleanup import STATE_FILE, write_state
 from shim.runc.task import checkpoint as ckpt
 from shim.runc.task.container import Container
 from shim.runc.task.errmap import backend_error
@@ -118,7 +118,10 @@ class Tasks:
             _need(backend, Capability.RESTORE, "restore from a checkpoint")
             restore = ckpt.restore_criu(req.checkpoint, req.parent_checkpoint, req.bundle,
                                         req.options.criu_work_path if req.options else "")
-        write_state(req.bundle, runtime)
+        try:
+            write_state(req.bundle, runtime)
+        except OSError as e:  # nothing written, nothing mounted: the Create simply fails (a full disk, say)
+            raise Unknown(f"cannot write {STATE_FILE} into the bundle {req.bundle}: {e.strerror or e}") from None
         rootfs = None
         if req.rootfs:
             rootfs = os.path.join(req.bundle, "rootfs")
