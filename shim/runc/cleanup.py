@@ -14,6 +14,11 @@ Rules:
 - Steps of ``cleanup``: force-delete the container in the OCI runtime, but only if the runtime still has state
   for it (no runtime call at all in the common case, where the daemon's Delete already removed it); unmount
   everything under ``<bundle>/rootfs``; read ``<bundle>/init.pid`` (missing or unreadable: pid 0).
+- Before that force-delete, runtime commands for the container that a dead daemon left running are killed with
+  their process groups (``kill_orphaned_calls``): a daemon SIGKILLed during a runtime call cannot stop it, and the
+  Go shim's runc dies with its shim (Pdeathsig). They are found by their command line, the runtime binary (or a
+  script run by it: argv[0] or argv[1]) followed by ``--root <root>``, with the container id among the arguments,
+  which is how the daemon runs every command (runtime/oci_argv.py).
 - The runtime is called as ``<binary> --root <root> <global_args...> delete --force <id>`` when ``state_path``
   exists. ``state_path`` defaults to ``<root>/<id>`` (runc and crun keep one directory per container there); a
   runtime whose state has another shape sets it explicitly, or sets it to null to make cleanup always call the
@@ -126,6 +131,41 @@ def runtime_delete(config: RuntimeConfig, container_id: str, timeout: float = RU
     return None
 
 
+def is_call_for(argv: list[str], binary: str, root: str, container_id: str) -> bool:
+    """Is ``argv`` a runtime command ``binary --root <root> ...`` naming ``container_id`` (module rules)?"""
+    return any(argv[i:i + 3] == [binary, "--root", root] and container_id in argv[i + 3:] for i in (0, 1))
+
+
+def kill_orphaned_calls(config: RuntimeConfig, container_id: str) -> list[int]:
+    """SIGKILL every runtime command for ``container_id`` still running (with its process group, when it leads
+    one, as the daemon's do); return their pids."""
+    import shutil
+    import signal
+
+    binary = config.binary if os.sep in config.binary else (shutil.which(config.binary) or config.binary)
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = [a.decode(errors="surrogateescape") for a in f.read().split(b"\0")[:-1]]
+        except OSError:
+            continue
+        if not is_call_for(argv, binary, config.root, container_id):
+            continue
+        pid = int(entry)
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        killed.append(pid)
+    return killed
+
+
 def read_pid(path: str) -> int:
     """The pid in a runtime pid file; 0 if the file is missing or not a positive number."""
     try:
@@ -146,6 +186,9 @@ def cleanup(request: CleanupRequest) -> int:
         config = default_config(request.namespace, request.id)
     if config is not None:
         if config.state_path is None or os.path.exists(config.state_path):
+            orphans = kill_orphaned_calls(config, request.id)
+            if orphans:
+                warn(f"killed runtime commands a dead shim left running: {orphans}")
             problem = runtime_delete(config, request.id)
             if problem:
                 warn(f"failed to remove runtime container: {problem}")

@@ -425,6 +425,38 @@ def test_delete_kills_a_hung_runtime_with_its_process_group(tmp_path: Path) -> N
     assert not os.path.exists(f"/proc/{child}"), "the runtime's child outlived the killed runtime"
 
 
+def test_delete_kills_the_runtime_calls_a_dead_daemon_left(tmp_path: Path) -> None:
+    """A daemon SIGKILLed during a runtime call leaves that command running: delete kills it with its process
+    group before the force-delete, and spares calls for other containers."""
+    bundle = make_bundle(tmp_path / "c1")
+    binary, root = tmp_path / "hung-runtime", tmp_path / "state"
+    binary.write_text(f'#!/bin/sh\ncase "$*" in *"delete --force"*) exit 0 ;; esac\n'
+                      f'sleep 300 &\necho $! > "{tmp_path}/child-$$"\nwait\n')
+    binary.chmod(0o755)
+    (root / "c1").mkdir(parents=True)
+    (bundle / "pyshim.json").write_text(json.dumps({"runtime": {"binary": str(binary), "root": str(root)}}))
+    left = [subprocess.Popen([str(binary), "--root", str(root), "--log", f"{bundle}/log.json", *argv],
+                             process_group=0) for argv in (["exec", "--detach", "c1"], ["kill", "c2", "9"])]
+    try:
+        for p in left:
+            while not (tmp_path / f"child-{p.pid}").exists():
+                time.sleep(0.01)
+        done = run_shim(["-namespace", "ns", "-id", "c1", "-bundle", str(bundle), "delete"], tmp_path)
+        assert done.returncode == 0
+        assert f"killed runtime commands a dead shim left running: [{left[0].pid}]".encode() in done.stderr
+        assert left[0].wait(timeout=5) == -signal.SIGKILL and left[1].poll() is None
+        child = int((tmp_path / f"child-{left[0].pid}").read_text())
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:  # init reaps it
+            time.sleep(0.02)
+        assert not os.path.exists(f"/proc/{child}"), "the killed command's child lived on"
+    finally:
+        for p in left:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
 def test_delete_with_unusable_config_warns_and_uses_defaults(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "c1")
     (bundle / "pyshim.json").write_text("{not json")
