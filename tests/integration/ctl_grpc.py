@@ -1,8 +1,9 @@
-"""containerd's Tasks gRPC API for what ``ctr`` cannot do: Update, Checkpoint with explicit options, and a task
-Create from a checkpoint into an existing container.
+"""containerd's Tasks gRPC API for what ``ctr`` cannot do: Update, Checkpoint with explicit options, a task
+Create from a checkpoint into an existing container, and a task Create without its Start.
 
 Why: no ctr (1.6.20, 1.7.24, 2.1.9) has ``task update``; ctr 1.6/1.7 send checkpoint options only to runtimes
-named io.containerd.runc.*; and ``ctr run`` declares no ``--checkpoint`` flag. These are the calls the
+named io.containerd.runc.*; ``ctr run`` declares no ``--checkpoint`` flag; and ``ctr run`` and ``ctr task start``
+create and start in one go. These are the calls the
 containerd client library (and CRI) make, so the shim sees exactly what a Go program would send.
 
 Rules:
@@ -33,7 +34,10 @@ CRIU_CHECKPOINT_MEDIA_TYPE = "application/vnd.containerd.container.criu.checkpoi
 _T = descriptor_pb2.FieldDescriptorProto
 _FIELDS = {  # message -> [(name, number, type, label, type_name)]
     "Descriptor": [("media_type", 1, _T.TYPE_STRING), ("digest", 2, _T.TYPE_STRING), ("size", 3, _T.TYPE_INT64)],
-    "CreateTaskRequest": [("container_id", 1, _T.TYPE_STRING), ("stdin", 4, _T.TYPE_STRING),
+    "Mount": [("type", 1, _T.TYPE_STRING), ("source", 2, _T.TYPE_STRING), ("target", 3, _T.TYPE_STRING),
+              ("options", 4, _T.TYPE_STRING, _T.LABEL_REPEATED)],  # containerd.types.Mount
+    "CreateTaskRequest": [("container_id", 1, _T.TYPE_STRING), ("rootfs", 3, ".%s.Mount" % PACKAGE, _T.LABEL_REPEATED),
+                          ("stdin", 4, _T.TYPE_STRING),
                           ("stdout", 5, _T.TYPE_STRING), ("stderr", 6, _T.TYPE_STRING),
                           ("terminal", 7, _T.TYPE_BOOL), ("checkpoint", 8, ".%s.Descriptor" % PACKAGE),
                           ("options", 9, ".google.protobuf.Any")],
@@ -121,11 +125,15 @@ class Tasks:
             req.options.value = options.SerializeToString()
         return list(self._call("Checkpoint", req, "CheckpointTaskResponse", timeout).descriptors)
 
-    def create(self, cid: str, *, checkpoint=None, runc_options=None, stdout: str = "", stderr: str = "") -> int:
-        """A task for the existing container ``cid`` (made with ``ctr run --rootfs``: no snapshot mounts to
-        send), restored from ``checkpoint`` (a Descriptor of the content store) or from
-        ``runc_options.criu_image_path`` (honoured by containerd 2.x for every runtime)."""
+    def create(self, cid: str, *, checkpoint=None, runc_options=None, stdout: str = "", stderr: str = "",
+               rootfs: list[tuple[str, str, list[str]]] = ()) -> int:
+        """A task for the existing container ``cid``, on the ``rootfs`` mounts given as (type, source, options)
+        (``snapshot_mounts``; none for a container made with ``--rootfs``), restored from ``checkpoint`` (a
+        Descriptor of the content store) or from ``runc_options.criu_image_path`` (honoured by containerd 2.x for
+        every runtime)."""
         req = M["CreateTaskRequest"](container_id=cid, stdout=stdout, stderr=stderr)
+        for kind, source, options in rootfs:
+            req.rootfs.add(type=kind, source=source, options=options)
         if checkpoint is not None:
             req.checkpoint.CopyFrom(checkpoint)
         if runc_options is not None:
@@ -135,6 +143,18 @@ class Tasks:
 
     def start(self, cid: str) -> int:
         return self._call("Start", M["StartRequest"](container_id=cid), "StartResponse").pid
+
+
+def snapshot_mounts(c: PrivateContainerd, key: str) -> list[tuple[str, str, list[str]]]:
+    """The mounts of snapshot ``key`` (a container's, made from an image) as (type, source, options), read from
+    ``ctr snapshots mounts``, which prints ``mount -t TYPE SOURCE TARGET -o OPTIONS`` per mount."""
+    found = []
+    for line in c.ctr("snapshots", "mounts", "/unused", key).stdout.splitlines():
+        words = line.split()
+        if words[:2] != ["mount", "-t"] or len(words) not in (5, 7):
+            raise ValueError(f"unexpected ctr snapshots mounts line: {line!r}")
+        found.append((words[2], words[3], words[6].split(",") if len(words) == 7 else []))
+    return found
 
 
 def criu_descriptor(descriptors: list):

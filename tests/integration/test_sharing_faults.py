@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -62,6 +61,7 @@ from .e2e_helpers import (PYSHIM, cgroup_pids, cleanup, ctr_bytes, finish, start
                           wait_until)
 from .harness import ctrout, procs
 from .harness.daemon import PrivateContainerd
+from .harness.runtime_wrapper import RuntimeWrapper
 from .test_sharing import started_daemons
 
 DIST = "pyshim-faults"
@@ -319,61 +319,22 @@ def test_a_raising_kill_fails_only_that_kill(shared):
 
 # -- a killed runtime call ------------------------------------------------------------------------------------
 
-WRAPPER = """#!/bin/sh
-# runc, except the first `{op}` of container {cid}: that one writes its pid to {pidfile} and sleeps
-op=
-hit=
-for a in "$@"; do
-  case "$a" in
-    create|start|exec|kill|delete|state|ps|pause|resume|update) [ -z "$op" ] && op=$a ;;
-  esac
-  [ "$a" = "{cid}" ] && hit=1
-done
-if [ "$op" = "{op}" ] && [ -n "$hit" ] && [ ! -e "{pidfile}" ]; then
-  echo $$ > "{pidfile}.tmp" && mv "{pidfile}.tmp" "{pidfile}"
-  exec {sleep} 600
-fi
-exec {runc} "$@"
-"""
-
-
-def runc_wrapper(tmp: Path, cid: str, op: str) -> tuple[Path, Path]:
-    """(a runc wrapper whose first ``op`` of ``cid`` sleeps, the file that will name its pid)."""
-    runc, sleep = shutil.which("runc"), shutil.which("sleep")
-    if runc is None or sleep is None:
-        unavailable("runc and sleep must be on PATH")
-    pidfile = tmp / f"wrapper-{op}.pid"
-    script = tmp / "runc-wrapper"
-    script.write_text(WRAPPER.format(op=op, cid=cid, pidfile=pidfile, sleep=sleep, runc=runc))
-    script.chmod(0o755)
-    return script, pidfile
-
-
-def wrapper_pid(pidfile: Path, client: subprocess.Popen) -> int:
-    def read() -> int:
-        assert client.poll() is None, finish(client)  # the client must still wait for the runtime call
-        try:
-            return int(pidfile.read_text())
-        except (FileNotFoundError, ValueError):
-            return 0
-    return wait_until("the runtime call of the faulty container to start", read, 60)
-
-
 @pytest.mark.parametrize("op", ["create", "exec"])
 def test_a_killed_runtime_call_fails_only_its_container(shared, op):
     s = shared
     bad = new_id("bad")
-    script, pidfile = runc_wrapper(s.tmp, bad, op)
+    wrapper = RuntimeWrapper(s.tmp / "wrapper", bad, "sleep")
+    wrapper.arm(op)
     # the shard has room for exactly the healthy ones and the faulty one: once the faulty one is gone, its place
     # must be free again, for the foreground container of ``after`` (else that one starts another daemon)
-    s.configure(runc_binary=str(script), max_tasks=HEALTHY + 1)
+    s.configure(runc_binary=str(wrapper.path), max_tasks=HEALTHY + 1)
     s.start_healthy()
     if op == "create":
         client = start(s.c, *s.run_argv(bad, *trap_init(53)))
     else:
         s.run_faulty(53, cid=bad)
         client = start(s.c, "task", "exec", "--exec-id", "killed", bad, "/bin/echo", "never")
-    hung = wrapper_pid(pidfile, client)
+    hung = wrapper.wait_faulted(still=lambda: client.poll() is None)
     s.check_healthy(prompt=True)      # served while the daemon waits for the faulty container's runtime call
     assert client.poll() is None and procs.alive(hung), "the runtime call ended before the others were checked"
     os.kill(hung, signal.SIGKILL)

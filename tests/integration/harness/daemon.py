@@ -6,8 +6,9 @@ Rules:
   a config file written by us (CRI, NRI, tracing, the opt plugin and unused snapshotters disabled; overlayfs kept).
 - containerd's PATH is ``shim_dirs`` first, then the version's own bin dir, then the usual system dirs, so a
   shim binary under test placed in a chosen directory wins, and a version's runc shim is its own.
-- This object owns the containerd process (its child, own session).  ``stop`` = SIGTERM, 10 s, SIGKILL; it
-  never touches shims, so ``restart`` leaves containers running as a real containerd restart does.
+- This object owns the containerd process (its child, own session).  ``stop`` = SIGTERM, 10 s, SIGKILL, and
+  ``crash`` = SIGKILL; neither touches shims, so ``restart`` leaves containers running as a real containerd
+  restart does.
 - ``teardown`` removes what the namespace holds through ctr, stops containerd, then checks nothing of this
   instance is left (shims given its socket, processes in its namespace's cgroups, mounts below its dirs,
   the runc state dir of its namespace).  Leftovers are killed/unmounted *and reported* so the caller fails.
@@ -179,6 +180,14 @@ class PrivateContainerd:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def crash(self) -> None:
+        """SIGKILL containerd: no shutdown of its own, as a crash or an OOM kill; shims keep running. ``start``
+        brings it back on the same directories and sockets."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def restart(self) -> None:
         """Stop containerd without touching shims and start it again on the same directories and sockets."""
