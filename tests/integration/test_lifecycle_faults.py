@@ -1,0 +1,342 @@
+"""Faults through the container lifecycle (issue 13, "Reliability measured"), pyshim and runc.v2 side by side.
+
+Every test has its own containerd (``containerd_factory``) and container ids, and ends by checking that nothing of
+its container is left (``assert_gone``): no task, container, shim process, container process, cgroup directory,
+mount, runc state, bundle, zombie or wrapper process. The expected values are runc.v2's; where runc.v2 does
+something else than the property asks (an exit status it cannot know, a process it leaves), the test asserts what
+runc.v2 does, says so in a comment, and holds pyshim to the property.
+
+The lifecycle points (``POINTS``) where a fault strikes:
+- ``create``: the task is created (gRPC Create, no Start yet);
+- ``exec``:   a long exec runs in the running task;
+- ``delete``: the task's Delete is in flight (the runtime's ``delete`` is held by a wrapper runtime binary);
+- ``exit``:   the container exited while containerd was down, so its exit event is still unpublished.
+
+Faults:
+1. containerd SIGKILLed at each point and started again on the same state: the task is manageable (start, exec,
+   kill, delete), and its exit status and its exec's are what the processes exited with;
+2. the shim daemon SIGKILLed at each point: containerd's dead-shim cleanup (the shim's ``delete`` command) kills
+   the container, publishes /tasks/exit 137 and drops the task;
+"""
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from . import ctl_grpc
+from .conftest import import_image, new_id
+from .e2e_helpers import (RUNC, EventStream, cgroup_pids, cleanup, finish, runtime, start, task_row,  # noqa: F401
+                          wait_status, wait_until)
+from .harness import ctrout, procs
+from .harness.daemon import PrivateContainerd
+from .harness.runtime_wrapper import RuntimeWrapper
+from .test_sharing import daemon_of
+
+POINTS = ("create", "exec", "delete", "exit")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def trap_init(code: int) -> tuple[str, ...]:
+    """A container init that runs until SIGTERM, then exits ``code``."""
+    return ("/bin/sh", "-c", f"trap 'exit {code}' TERM; while :; do sleep 1; done")
+
+
+def wait_for_file_then_exit(name: str, code: int) -> tuple[str, ...]:
+    """A process that waits until /tmp/``name`` exists in its container, then exits ``code``."""
+    return ("/bin/sh", "-c", f"while [ ! -e /tmp/{name} ]; do sleep 0.05; done; exit {code}")
+
+
+def deleted_status(res: subprocess.CompletedProcess) -> int:
+    """The exit status ``ctr task rm`` reported: ctr warns "task <id> exit with non-zero exit code <n>" and
+    exits 0 (0 when it says nothing)."""
+    assert res.returncode == 0, res.stderr
+    found = re.findall(r"exit with non-zero exit code (\d+)", res.stderr)
+    return int(found[-1]) if found else 0
+
+
+def shims(c: PrivateContainerd) -> list[procs.Proc]:
+    """Shim processes of ``c`` (``procs.shims_of`` also matches ctr, which gets ``--address`` too)."""
+    return [p for p in procs.shims_of(c.address) if "-id" in p.argv]
+
+
+def cgroup_dirs(namespace: str, cid: str) -> list[Path]:
+    """The container's cgroup directories (``/<namespace>/<cid>`` in every hierarchy) that still exist."""
+    tops = [CGROUP_ROOT] + [d for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink()]
+    return [top / namespace / cid for top in tops if (top / namespace / cid).is_dir()]
+
+
+def zombies_of(parents: set[int]) -> list[int]:
+    """Zombie children of ``parents``."""
+    return [pid for pid, ppid in procs.zombies() if ppid in parents]
+
+
+def fd_profile(pid: int) -> collections.Counter:
+    """What ``pid`` holds open, by kind: a path, or ``socket``/``pipe``/``anon_inode:...`` without inode numbers."""
+    kinds = collections.Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kinds[re.sub(r":\[\d+\]$", "", target)] += 1
+    return kinds
+
+
+def fds_grown(before: collections.Counter, after: collections.Counter) -> dict[str, tuple[int, int]]:
+    """Kinds of descriptors ``after`` holds more of than ``before`` ({kind: (before, after)}). The shim's
+    connections to containerd are sockets that close with containerd and reopen when needed: only more of them
+    than before counts."""
+    return {k: (before[k], n) for k, n in after.items() if n > before[k]}
+
+
+@dataclass
+class Scene:
+    """One container ``cid`` of ``runtime`` in the test's own containerd ``c``, with an optional wrapper runtime."""
+
+    c: PrivateContainerd
+    runtime: str
+    ref: str
+    tmp: Path
+    cid: str
+    wrapper: RuntimeWrapper | None = None
+    pyshim_toml: str = ""
+
+    def runtime_args(self) -> tuple[str, ...]:
+        """ctr flags choosing the runtime and, with a wrapper, the runtime binary (pyshim: its pyshim.toml)."""
+        args: tuple[str, ...] = ("--runtime", self.runtime)
+        binary = f'[backends.runc]\nbinary_name = "{self.wrapper.path}"\n' if self.wrapper else ""
+        if self.runtime == RUNC:
+            return args + (("--runc-binary", str(self.wrapper.path)) if self.wrapper else ())
+        if not (binary or self.pyshim_toml):
+            return args
+        cfg = self.tmp / "pyshim.toml"
+        cfg.write_text(self.pyshim_toml + binary)
+        return args + ("--runtime-config-path", str(cfg))
+
+    def run(self, *argv: str) -> ctrout.TaskRow:
+        self.c.ctr("run", "-d", *self.runtime_args(), self.ref, self.cid, *argv)
+        return wait_status(self.c, self.cid, "RUNNING")
+
+    @property
+    def rootfs(self) -> Path:
+        """The container's root file system as the host sees it (the overlay mounted in the bundle)."""
+        return self.c.bundle(self.cid) / "rootfs"
+
+    def shim(self) -> int:
+        return daemon_of(self.c, self.cid)
+
+    def assert_gone(self) -> None:
+        """Nothing of the container is left (module docstring)."""
+        c, cid = self.c, self.cid
+        assert task_row(c, cid) is None
+        assert cid not in c.ctr("containers", "ls", "--quiet").stdout.split()
+        wait_until(f"the shims of {cid} to exit", lambda: not [p for p in shims(c) if cid in p.argv], 10)
+        assert cgroup_pids(c.namespace, cid) == set()
+        wait_until(f"{cid}'s cgroups to go", lambda: not cgroup_dirs(c.namespace, cid), 5)
+        assert not [m for m in procs.mounts_under(c.root, c.run_dir) if cid in m]
+        assert not (c.runc_root / cid).exists()
+        wait_until(f"{cid}'s bundle to go", lambda: not c.bundle(cid).exists(), 10)
+        assert zombies_of({os.getpid()} | ({c.pid} if c.pid else set())) == []
+        if self.wrapper is not None:
+            assert self.wrapper.leftovers() == []
+
+
+@pytest.fixture
+def scene(containerd_factory, runtime, busybox_artifacts, tmp_path):
+    c = containerd_factory()
+    s = Scene(c, runtime, import_image(c, busybox_artifacts), tmp_path, new_id("lf"))
+    try:
+        yield s
+    finally:
+        if c.pid is None:
+            c.start()  # failed while containerd was down: bring it back so cleanup can remove the task
+        if s.wrapper is not None:
+            s.wrapper.release()
+        cleanup(c, s.cid)
+
+
+def exec_running(c: PrivateContainerd, cid: str, exec_id: str) -> int:
+    """The pid of exec ``exec_id`` of ``cid`` once ``ctr task ps`` lists it."""
+    def pid() -> int:
+        rows = ctrout.task_processes(c.ctr("task", "ps", cid).stdout)
+        return next((r.pid for r in rows if exec_id in r.info), 0)
+    return wait_until(f"exec {exec_id} of {cid} to run", pid)
+
+
+def create_only(s: Scene, *argv: str) -> int:
+    """A container from the image and its task, created but not started (gRPC Create); returns the init pid."""
+    s.c.ctr("container", "create", *s.runtime_args(), "--", s.ref, s.cid, *argv)  # "--": ctr reads -c as --config
+    pid = ctl_grpc.Tasks(s.c).create(s.cid, rootfs=ctl_grpc.snapshot_mounts(s.c, s.cid))
+    assert task_row(s.c, s.cid) == ctrout.TaskRow(s.cid, pid, "CREATED")
+    return pid
+
+
+def stopped_with(s: Scene, code: int) -> None:
+    """SIGTERM the init (a ``trap_init``), then ``ctr task rm`` reports ``code``; the container is removed."""
+    s.c.ctr("task", "kill", s.cid)
+    wait_status(s.c, s.cid, "STOPPED")
+    assert deleted_status(s.c.ctr("task", "rm", s.cid)) == code
+    s.c.ctr("containers", "rm", s.cid)
+
+
+def delete_in_flight(s: Scene, code: int) -> subprocess.Popen:
+    """The init exited ``code`` (seen as /tasks/exit), and ``ctr task rm`` waits in the runtime's delete."""
+    s.wrapper = RuntimeWrapper(s.tmp / "wrapper", s.cid, "block")
+    s.run(*trap_init(code))
+    with EventStream(s.c) as stream:
+        s.c.ctr("task", "kill", s.cid)
+        wait_until(f"/tasks/exit {code}", lambda: [e.payload.get("exit_status") for e in stream.about(s.cid)
+                                                   if e.topic == "/tasks/exit"] == [code])
+    s.wrapper.arm("delete")
+    client = start(s.c, "task", "rm", s.cid)
+    s.wrapper.wait_faulted(still=lambda: client.poll() is None)
+    return client
+
+
+# -- 1. containerd SIGKILLed and restarted ---------------------------------------------------------------------
+
+def keeps_stopped_tasks(c: PrivateContainerd) -> bool:
+    """Does this containerd keep, when it starts, a task whose init exited? 1.6 does. 1.7+ asks each shim it
+    reloads for Pids and takes a task with none (its init exited) for a leaked shim: it deletes the task and shuts
+    the shim down while loading, without events (containerd#6860's cleanup, core/runtime/v2/shim_load.go), for
+    runc.v2 as for pyshim."""
+    return c.dist.version.startswith("1.6.")
+
+
+def restarted_after_kill_at_create(s: Scene) -> None:
+    """Created, not started: after the restart the task is CREATED with its pid, starts, and exits with its code."""
+    c = s.c
+    pid = create_only(s, *trap_init(7))
+    shim, fds = s.shim(), fd_profile(s.shim())
+    c.crash()
+    c.start()
+    assert task_row(c, s.cid) == ctrout.TaskRow(s.cid, pid, "CREATED")
+    assert fds_grown(fds, fd_profile(shim)) == {}
+    assert ctl_grpc.Tasks(c).start(s.cid) == pid
+    wait_status(c, s.cid, "RUNNING")
+    stopped_with(s, 7)
+
+
+def restarted_after_kill_at_exec(s: Scene) -> None:
+    """An exec that exits while containerd is down: after the restart its exit status is there to read (ctr task
+    delete --exec-id exits with it), its stdio is closed in the shim, and the init still exits with its code."""
+    c = s.c
+    s.run(*trap_init(8))
+    shim, fds = s.shim(), fd_profile(s.shim())
+    client = start(c, "task", "exec", "--exec-id", "long", s.cid, *wait_for_file_then_exit("exec-go", 6))
+    exec_pid = exec_running(c, s.cid, "long")
+    c.crash()
+    assert finish(client).returncode != 0  # its containerd is gone
+    (s.rootfs / "tmp" / "exec-go").touch()
+    wait_until("the exec to exit", lambda: not procs.alive(exec_pid))
+    c.start()
+    res = c.ctr("task", "delete", "--exec-id", "long", s.cid, check=False)
+    assert res.returncode == 6, res.stderr
+    grown = fds_grown(fds, fd_profile(shim))
+    if s.runtime == RUNC and not c.dist.version.startswith("1."):
+        # runc.v2 of 2.x (Go's os.Process) keeps a pidfd of each process it ran; not a descriptor pyshim holds
+        grown.pop("anon_inode:[pidfd]", None)
+    assert grown == {}, "the exec's stdio is still open in the shim"
+    stopped_with(s, 8)
+
+
+def restarted_after_kill_at_delete(s: Scene) -> None:
+    """containerd dies while the Delete waits for the runtime: the shim's call is cancelled with containerd's
+    connection (runc.v2: its context; pyshim: the handler's cancellation), so the task is still STOPPED when
+    containerd comes back, and ``ctr task rm`` reports the init's status. Its /tasks/exit went out before."""
+    c = s.c
+    client = delete_in_flight(s, 9)
+    c.crash()
+    assert finish(client).returncode != 0
+    wait_until("the cancelled runtime call to end", lambda: not s.wrapper.leftovers())
+    c.start()
+    if keeps_stopped_tasks(c):
+        assert task_row(c, s.cid).status == "STOPPED"
+        assert deleted_status(c.ctr("task", "rm", s.cid)) == 9
+    else:
+        assert task_row(c, s.cid) is None  # dropped at load, without a new event (keeps_stopped_tasks)
+    c.ctr("containers", "rm", s.cid)
+
+
+def restarted_after_kill_at_exit(s: Scene) -> None:
+    """The init exits while containerd is down (its exit cannot be published): the shim lives on, and after the
+    restart ``ctr task rm`` reports the status on 1.6; 1.7+ drops the task at load (keeps_stopped_tasks), so the
+    status is lost there, with runc.v2 as with pyshim."""
+    c = s.c
+    row = s.run(*wait_for_file_then_exit("init-go", 5))
+    shim = s.shim()
+    c.crash()
+    (s.rootfs / "tmp" / "init-go").touch()
+    wait_until("the init to exit", lambda: not procs.alive(row.pid))
+    time.sleep(1)  # the shim reaps the exit and tries to publish it
+    assert procs.alive(shim)
+    c.start()
+    if keeps_stopped_tasks(c):
+        assert task_row(c, s.cid) == ctrout.TaskRow(s.cid, row.pid, "STOPPED")
+        assert deleted_status(c.ctr("task", "rm", s.cid)) == 5
+    else:
+        assert task_row(c, s.cid) is None
+    c.ctr("containers", "rm", s.cid)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_containerd_killed(scene, point):
+    globals()[f"restarted_after_kill_at_{point}"](scene)
+    scene.assert_gone()
+
+
+# -- 2. the shim SIGKILLed ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("point", POINTS)
+def test_shim_killed(scene, point):
+    """containerd notices the dead shim and runs its ``delete`` command, which kills what is left of the container
+    (init, execs, and a runtime call in flight) and removes its runtime state and rootfs mount; containerd
+    publishes /tasks/exit 137 (the status the delete command reports: runc.v2's, which cannot know the real one)
+    and /tasks/delete, and drops the task. At ``exit`` the shim dies while containerd is down: containerd cleans
+    up the dead shim when it loads the bundle, without events."""
+    s, c = scene, scene.c
+    victims: list[int] = []
+    client = None
+    if point == "create":
+        victims.append(create_only(s, *trap_init(7)))
+    elif point == "exec":
+        victims.append(s.run(*trap_init(8)).pid)
+        client = start(c, "task", "exec", "--exec-id", "long", s.cid, *wait_for_file_then_exit("exec-go", 6))
+        victims.append(exec_running(c, s.cid, "long"))
+    elif point == "delete":
+        client = delete_in_flight(s, 9)
+    if point == "exit":
+        row = s.run(*wait_for_file_then_exit("init-go", 5))
+        shim = s.shim()
+        c.crash()
+        (s.rootfs / "tmp" / "init-go").touch()
+        wait_until("the init to exit", lambda: not procs.alive(row.pid))
+        time.sleep(1)  # the shim reaps the exit and tries to publish it
+        os.kill(shim, signal.SIGKILL)
+        c.start()
+        assert task_row(c, s.cid) is None
+    else:
+        shim = s.shim()
+        with EventStream(c) as stream:
+            os.kill(shim, signal.SIGKILL)
+            wait_until("containerd to drop the task", lambda: task_row(c, s.cid) is None)
+            wait_until("/tasks/delete", lambda: any(e.topic == "/tasks/delete" for e in stream.about(s.cid)))
+            seen = [(e.topic, e.payload.get("exit_status", 0)) for e in stream.about(s.cid)]
+        assert seen[-2:] == [("/tasks/exit", 137), ("/tasks/delete", 137)], seen
+    if client is not None:
+        assert finish(client).returncode != 0  # "ttrpc: closed"
+    assert [v for v in victims if procs.alive(v)] == []
+    if s.wrapper is not None:
+        assert s.wrapper.leftovers() == []  # the runtime's delete in flight died with its shim
+    res = c.ctr("task", "rm", s.cid, check=False)
+    assert res.returncode != 0 and "not found" in res.stderr, res
+    c.ctr("containers", "rm", s.cid)
+    s.assert_gone()
