@@ -17,6 +17,10 @@ Faults:
    kill, delete), and its exit status and its exec's are what the processes exited with;
 2. the shim daemon SIGKILLed at each point: containerd's dead-shim cleanup (the shim's ``delete`` command) kills
    the container, publishes /tasks/exit 137 and drops the task;
+3. a runtime call that hangs (harness/runtime_wrapper.py): pyshim stops each call at its deadline (pyshim.toml
+   ``call_timeouts``) with its whole process group and fails the request with DEADLINE_EXCEEDED naming the call
+   and the deadline, and the task goes on; runc.v2 has no deadline of its own, so the comparison is at the
+   client's deadline (``ctr --timeout``);
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import pytest
 
 from . import ctl_grpc
 from .conftest import import_image, new_id
-from .e2e_helpers import (RUNC, EventStream, cgroup_pids, cleanup, finish, runtime, start, task_row,  # noqa: F401
+from .e2e_helpers import (PYSHIM, RUNC, EventStream, cgroup_pids, cleanup, finish, runtime, start, task_row,  # noqa: F401
                           wait_status, wait_until)
 from .harness import ctrout, procs
 from .harness.daemon import PrivateContainerd
@@ -338,5 +342,126 @@ def test_shim_killed(scene, point):
         assert s.wrapper.leftovers() == []  # the runtime's delete in flight died with its shim
     res = c.ctr("task", "rm", s.cid, check=False)
     assert res.returncode != 0 and "not found" in res.stderr, res
+    c.ctr("containers", "rm", s.cid)
+    s.assert_gone()
+
+
+# -- 3. a runtime call that hangs ---------------------------------------------------------------------------------
+
+DEADLINE = 2.0  # seconds: call_timeouts of the calls a test hangs (pyshim.toml)
+SLACK = 4.0     # seconds past the deadline a failed call may take to come back through containerd and ctr
+
+
+def hung(s: Scene, op: str, *ctr_args: str, call=None) -> str:
+    """Arm ``op``, run ``ctr ctr_args`` (or ``call()``, which must raise ctl_grpc.CallError), and check it fails at
+    its deadline with the message naming the call, that nothing of the hung runtime (the wrapper and the helper it
+    forked) is left, and return the error text."""
+    s.wrapper.arm(op)
+    began = time.monotonic()
+    if call is None:
+        res = s.c.ctr(*ctr_args, check=False)
+        assert res.returncode != 0, res
+        text = res.stderr
+    else:
+        with pytest.raises(ctl_grpc.CallError) as failed:
+            call()
+        assert failed.value.code == "DEADLINE_EXCEEDED", failed.value
+        text = failed.value.details
+    took = time.monotonic() - began
+    assert s.wrapper.pid(), f"{op} never reached the runtime"
+    assert DEADLINE <= took < DEADLINE + SLACK, (op, took, text)
+    assert (f"runtime call {op!r} for container {s.cid} did not finish within {DEADLINE:g} s and was stopped "
+            f"(call_timeouts.{op} in pyshim config {s.tmp / 'pyshim.toml'})") in text, text
+    assert "deadline exceeded" in text, text  # DEADLINE_EXCEEDED, as containerd's errdefs words it
+    # the whole process group got the signal before the call failed; give its members a moment to die
+    wait_until("the hung runtime call and the helper it forked to be stopped", lambda: not s.wrapper.leftovers(), 3)
+    return text
+
+
+def deadlines_of(*ops: str) -> str:
+    return "[call_timeouts]\n" + "".join(f"{op} = {DEADLINE}\n" for op in ops)
+
+
+@pytest.mark.parametrize("runtime", [PYSHIM], ids=["pyshim"], indirect=True)
+def test_hung_runtime_calls_before_start(scene):
+    """A hung ``runc create`` fails the Create at its deadline and leaves no task; a hung ``runc start`` fails the
+    Start and leaves the task CREATED, to be killed and deleted. (runc.v2 has no deadline of its own on runtime
+    calls: a client without one, such as ctr, waits for ever; test_hung_runtime_call_at_the_clients_deadline.)"""
+    s, c = scene, scene.c
+    s.wrapper, s.pyshim_toml = RuntimeWrapper(s.tmp / "wrapper", s.cid, "hang"), deadlines_of("create", "start")
+    hung(s, "create", "run", "-d", *s.runtime_args(), s.ref, s.cid, *trap_init(3))
+    assert task_row(c, s.cid) is None
+    hung(s, "start", "task", "start", "-d", s.cid)
+    assert task_row(c, s.cid).status == "CREATED"
+    c.ctr("task", "kill", "--signal", "SIGKILL", s.cid)
+    wait_status(c, s.cid, "STOPPED")
+    assert deleted_status(c.ctr("task", "rm", s.cid)) == 137
+    c.ctr("containers", "rm", s.cid)
+    s.assert_gone()
+
+
+@pytest.mark.parametrize("runtime", [PYSHIM], ids=["pyshim"], indirect=True)
+def test_hung_runtime_calls_while_running(scene):
+    """Each call a running task makes of its runtime, hung once: it fails at its deadline, the task is as it was,
+    and the same call then works; at the end a hung delete fails and a second one reports the exit status."""
+    s, c = scene, scene.c
+    ops = ("exec", "kill", "pause", "resume", "update", "ps", "delete")
+    s.wrapper, s.pyshim_toml = RuntimeWrapper(s.tmp / "wrapper", s.cid, "hang"), deadlines_of(*ops)
+    row = s.run(*trap_init(4))
+    hung(s, "exec", "task", "exec", "--exec-id", "x1", s.cid, "/bin/true")
+    assert c.ctr("task", "exec", "--exec-id", "x2", s.cid, "/bin/sh", "-c", "exit 3", check=False).returncode == 3
+    hung(s, "kill", "task", "kill", s.cid)
+    assert task_row(c, s.cid) == row
+    hung(s, "pause", "task", "pause", s.cid)
+    assert task_row(c, s.cid) == row
+    c.ctr("task", "pause", s.cid)
+    hung(s, "resume", "task", "resume", s.cid)
+    assert task_row(c, s.cid).status == "PAUSED"
+    c.ctr("task", "resume", s.cid)
+    tasks = ctl_grpc.Tasks(c)
+    hung(s, "update", call=lambda: tasks.update(s.cid, {"pids": {"limit": 200}}))
+    tasks.update(s.cid, {"pids": {"limit": 200}})
+    hung(s, "ps", "task", "ps", s.cid)
+    assert row.pid in [p.pid for p in ctrout.task_processes(c.ctr("task", "ps", s.cid).stdout)]
+    c.ctr("task", "kill", s.cid)
+    wait_status(c, s.cid, "STOPPED")
+    hung(s, "delete", "task", "rm", s.cid)
+    assert task_row(c, s.cid).status == "STOPPED"
+    assert deleted_status(c.ctr("task", "rm", s.cid)) == 4
+    c.ctr("containers", "rm", s.cid)
+    s.assert_gone()
+
+
+@pytest.mark.parametrize("mode", ["sleep", "hang"])
+def test_hung_runtime_call_at_the_clients_deadline(scene, mode):
+    """A client with a deadline (``ctr --timeout``, as CRI has) bounds a hung ``runc kill`` for both shims:
+    containerd passes it down (ttrpc TimeoutNano), the shim stops the call there, and the task can be killed.
+    Except runc.v2 with a runtime that forked a helper (``hang``): Go kills the runtime process alone, the helper
+    keeps the output pipe open, and the Kill handler waits for its end holding the process's lock, so every
+    later kill times out too until the helper exits (here: until the test kills it). pyshim stops the whole
+    process group and reaps it."""
+    s, c = scene, scene.c
+    s.wrapper = RuntimeWrapper(s.tmp / "wrapper", s.cid, mode)
+    s.run(*trap_init(5))
+    s.wrapper.arm("kill")
+    began = time.monotonic()
+    res = c.ctr("--timeout", f"{DEADLINE:g}s", "task", "kill", s.cid, check=False)
+    took = time.monotonic() - began
+    assert res.returncode != 0 and "context deadline exceeded" in res.stderr, res
+    assert s.wrapper.pid() and DEADLINE <= took < DEADLINE + SLACK, took
+    wedged = s.runtime == RUNC and mode == "hang"
+    if wedged:
+        helpers = wait_until("runc.v2 to kill the hung runtime", lambda: [
+            p for p in s.wrapper.leftovers() if p.argv[0] == str(s.wrapper.dir / "sleep")] == s.wrapper.leftovers()
+            and s.wrapper.leftovers())
+        assert len(helpers) == 1, helpers
+        res = c.ctr("--timeout", f"{DEADLINE:g}s", "task", "kill", "--signal", "SIGKILL", s.cid, check=False)
+        assert res.returncode != 0 and "context deadline exceeded" in res.stderr, res
+        os.kill(helpers[0].pid, signal.SIGKILL)
+    else:
+        wait_until("the hung runtime call to be stopped", lambda: not s.wrapper.leftovers(), 5)
+    c.ctr("--timeout", f"{DEADLINE:g}s", "task", "kill", "--signal", "SIGKILL", s.cid)
+    wait_status(c, s.cid, "STOPPED")
+    assert deleted_status(c.ctr("task", "rm", s.cid)) == 137
     c.ctr("containers", "rm", s.cid)
     s.assert_gone()
