@@ -21,6 +21,8 @@ Faults:
    ``call_timeouts``) with its whole process group and fails the request with DEADLINE_EXCEEDED naming the call
    and the deadline, and the task goes on; runc.v2 has no deadline of its own, so the comparison is at the
    client's deadline (``ctr --timeout``);
+4. a runtime that dies of SIGSEGV in one call, and one that is missing: a clear error with its ttrpc code, nothing
+   left, and a healthy neighbour container that never notices;
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,7 @@ class Scene:
     cid: str
     wrapper: RuntimeWrapper | None = None
     pyshim_toml: str = ""
+    others: list[str] = field(default_factory=list)  # ids of further containers the test made (cleanup)
 
     def runtime_args(self) -> tuple[str, ...]:
         """ctr flags choosing the runtime and, with a wrapper, the runtime binary (pyshim: its pyshim.toml)."""
@@ -164,7 +167,7 @@ def scene(containerd_factory, runtime, busybox_artifacts, tmp_path):
             c.start()  # failed while containerd was down: bring it back so cleanup can remove the task
         if s.wrapper is not None:
             s.wrapper.release()
-        cleanup(c, s.cid)
+        cleanup(c, s.cid, *s.others)
 
 
 def exec_running(c: PrivateContainerd, cid: str, exec_id: str) -> int:
@@ -465,3 +468,89 @@ def test_hung_runtime_call_at_the_clients_deadline(scene, mode):
     assert deleted_status(c.ctr("task", "rm", s.cid)) == 137
     c.ctr("containers", "rm", s.cid)
     s.assert_gone()
+
+
+# -- 4. a runtime that crashes, and one that is missing -----------------------------------------------------------
+
+def neighbour(s: Scene) -> Scene:
+    """A healthy container next to the faulty one (same containerd and runtime, plain runc), RUNNING."""
+    other = Scene(s.c, s.runtime, s.ref, s.tmp / "neighbour", new_id("nb"))
+    other.tmp.mkdir()
+    s.others.append(other.cid)
+    other.run(*trap_init(12))
+    return other
+
+
+def unaffected(other: Scene) -> None:
+    """The neighbour still runs, execs, and exits with its own status; then nothing of it is left."""
+    c = other.c
+    assert task_row(c, other.cid).status == "RUNNING"
+    assert c.ctr("task", "exec", "--exec-id", "ok", other.cid, "/bin/sh", "-c", "exit 2",
+                 check=False).returncode == 2
+    stopped_with(other, 12)
+    other.assert_gone()
+
+
+def create_fails(s: Scene, text: str) -> ctl_grpc.CallError:
+    """``ctr run`` gets no task for the container, and says ``text``; nor does a gRPC Create of that container (its
+    runtime options carry the faulty binary): returns that error, whose code ctr does not show. The wrapper, if
+    any, is armed for each. No shim is left."""
+    if s.wrapper is not None:
+        s.wrapper.arm("create")
+    res = s.c.ctr("run", "-d", *s.runtime_args(), s.ref, s.cid, *trap_init(6), check=False)
+    assert res.returncode != 0 and text in res.stderr, res
+    if s.wrapper is not None:
+        s.wrapper.arm("create")
+    with pytest.raises(ctl_grpc.CallError) as failed:
+        ctl_grpc.Tasks(s.c).create(s.cid, rootfs=ctl_grpc.snapshot_mounts(s.c, s.cid))
+    assert text in failed.value.details, failed.value
+    assert task_row(s.c, s.cid) is None
+    wait_until(f"the shim of {s.cid} to exit", lambda: not [p for p in shims(s.c) if s.cid in p.argv], 10)
+    return failed.value
+
+
+CRASHED = "did not terminate successfully: exit status 139"  # 128 + SIGSEGV, in runc.v2's words
+
+
+def test_crashing_runtime(scene):
+    """The runtime dies of SIGSEGV in create, exec, then delete: each request fails with UNKNOWN and the runtime's
+    exit status (139) in its message, as runc.v2's does, and nothing is left; after each the task can go on
+    (created by ``ctr task start``, exec'd, deleted), and the neighbour never notices."""
+    s, c = scene, scene.c
+    other = neighbour(s)
+    s.wrapper = RuntimeWrapper(s.tmp / "wrapper", s.cid, "segv")
+    assert create_fails(s, CRASHED).code == "UNKNOWN"
+    c.ctr("task", "start", "-d", s.cid)
+    wait_status(c, s.cid, "RUNNING")
+    s.wrapper.arm("exec")
+    res = c.ctr("task", "exec", "--exec-id", "x1", s.cid, "/bin/true", check=False)
+    assert res.returncode != 0 and CRASHED in res.stderr, res
+    assert c.ctr("task", "exec", "--exec-id", "x2", s.cid, "/bin/sh", "-c", "exit 4", check=False).returncode == 4
+    c.ctr("task", "kill", s.cid)
+    wait_status(c, s.cid, "STOPPED")
+    s.wrapper.arm("delete")
+    res = c.ctr("task", "rm", s.cid, check=False)
+    assert res.returncode != 0 and CRASHED in res.stderr, res
+    assert deleted_status(c.ctr("task", "rm", s.cid)) == 6
+    c.ctr("containers", "rm", s.cid)
+    s.assert_gone()
+    unaffected(other)
+
+
+def test_missing_runtime(scene):
+    """The runtime binary does not exist: Create fails and leaves nothing, and the neighbour never notices. pyshim
+    checks the binary when it builds the container's backend and answers INVALID_ARGUMENT naming the option and
+    the file (docs/configuration.md, "Errors"); runc.v2 runs it and answers UNKNOWN with Go's exec error."""
+    s = scene
+    other = neighbour(s)
+    s.wrapper = RuntimeWrapper(s.tmp / "wrapper", s.cid, "segv")  # only for its path, which goes:
+    s.wrapper.path.unlink()
+    if s.runtime == RUNC:
+        text, code = f"fork/exec {s.wrapper.path}: no such file or directory", "UNKNOWN"
+    else:
+        text = f"option 'binary_name': {s.wrapper.path} is not an executable file; install runc or point binary_name"
+        code = "INVALID_ARGUMENT"
+    assert create_fails(s, text).code == code
+    s.c.ctr("containers", "rm", s.cid)
+    s.assert_gone()
+    unaffected(other)
