@@ -13,6 +13,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -89,6 +90,19 @@ def wait_until(what: str, check: Callable[[], object], timeout: float = 15.0, ev
         time.sleep(every)
 
 
+def trap_init(code: int) -> tuple[str, ...]:
+    """A container init that runs until SIGTERM, then exits ``code``."""
+    return ("/bin/sh", "-c", f"trap 'exit {code}' TERM; while :; do sleep 1; done")
+
+
+def deleted_status(res: subprocess.CompletedProcess) -> int:
+    """The exit status ``ctr task rm`` reported: ctr warns "task <id> exit with non-zero exit code <n>" and
+    exits 0 (0 when it says nothing)."""
+    assert res.returncode == 0, res.stderr
+    found = re.findall(r"exit with non-zero exit code (\d+)", res.stderr)
+    return int(found[-1]) if found else 0
+
+
 def cleanup(c: PrivateContainerd, *cids: str) -> None:
     """Best effort: SIGKILL every process, delete tasks and containers (errors ignored, teardown checks)."""
     if c.pid is None:
@@ -123,6 +137,44 @@ def running(c: PrivateContainerd, runtime: str, cid: str, image_or_rootfs: str |
         yield wait_status(c, cid, "RUNNING", timeout=timeout)
     finally:
         cleanup(c, cid)
+
+
+FLOOD = ("/bin/sh", "-c", "i=0; while :; do echo flood $i; i=$((i+1)); done")  # writes stdout as fast as it can
+
+
+def flood_then_kill_reader(c: PrivateContainerd, run_args: tuple[str, ...], while_reading: Callable[[], None]) -> None:
+    """``ctr run <run_args>``, a foreground container running FLOOD: read 256 KiB of its output, call
+    ``while_reading()``, then SIGKILL ctr. The container's stdout FIFO has no reader left from then on."""
+    client = start(c, "run", *run_args)
+    try:
+        got = b""
+        while len(got) < 256 * 1024:
+            chunk = client.stdout.read1(65536)
+            assert chunk, finish(client)
+            got += chunk
+        assert got.startswith(b"flood 0\nflood 1\n"), got[:100]
+        while_reading()
+        client.kill()
+        client.wait()
+    finally:
+        if client.poll() is None:
+            client.kill()
+        finish(client)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(pid: int, settle: float = 1.0, span: float = 3.0) -> float:
+    """CPU seconds ``pid`` spends in ``span`` seconds, from ``settle`` seconds after now (a daemon that spins on a
+    dead reader spends about ``span``)."""
+    time.sleep(settle)
+    before = cpu_seconds(pid)
+    time.sleep(span)
+    return cpu_seconds(pid) - before
 
 
 def cgroup_pids(namespace: str, cid: str) -> set[int]:

@@ -38,7 +38,6 @@ Where isolation does not hold yet (these tests fail until the daemon is fixed):
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -57,8 +56,8 @@ from ttrpc import blocking
 from ttrpc.status import Code, StatusError
 
 from .conftest import import_image, new_id
-from .e2e_helpers import (PYSHIM, cgroup_pids, cleanup, ctr_bytes, finish, start, task_row, wait_status,
-                          wait_until)
+from .e2e_helpers import (FLOOD, PYSHIM, cgroup_pids, cleanup, ctr_bytes, deleted_status, finish,
+                          flood_then_kill_reader, idle_cpu, start, task_row, trap_init, wait_status, wait_until)
 from .harness import ctrout, procs
 from .harness.daemon import PrivateContainerd
 from .harness.runtime_wrapper import RuntimeWrapper
@@ -71,11 +70,6 @@ IDLE = 2.0         # idle_timeout: a daemon without tasks exits after it
 PROMPT = 5.0       # seconds: one healthy ctr exec "served promptly", ctr's own start included, on a loaded 2-core host
 LINES = 20000
 SEQ = "".join(f"{i}\n" for i in range(1, LINES + 1)).encode()
-
-
-def trap_init(code: int) -> tuple[str, ...]:
-    """A container init that runs until SIGTERM, then exits ``code``."""
-    return ("/bin/sh", "-c", f"trap 'exit {code}' TERM; while :; do sleep 1; done")
 
 
 def daemon_fds(pid: int, text: str) -> list[str]:
@@ -93,20 +87,6 @@ def daemon_fds(pid: int, text: str) -> list[str]:
         if text in target:
             found.append(target)
     return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def deleted_status(res: subprocess.CompletedProcess) -> int:
-    """The exit status ``ctr task rm`` reported: ctr warns "task <id> exit with non-zero exit code <n>" and
-    exits 0 (0 when it says nothing)."""
-    assert res.returncode == 0, res.stderr
-    found = re.findall(r"exit with non-zero exit code (\d+)", res.stderr)
-    return int(found[-1]) if found else 0
 
 
 @dataclass
@@ -382,31 +362,15 @@ def test_a_dead_stdio_reader_affects_only_its_container(shared):
     bad = new_id("bad")
     fifo_dir = s.tmp / "fifos"
     fifo_dir.mkdir()
-    argv = list(s.run_argv(bad, "/bin/sh", "-c", "i=0; while :; do echo flood $i; i=$((i+1)); done",
-                           detach=False))
-    argv.insert(argv.index("--rm") + 1, "--fifo-dir")
-    argv.insert(argv.index("--fifo-dir") + 1, str(fifo_dir))
-    client = start(s.c, *argv)
-    try:
-        got = b""
-        while len(got) < 256 * 1024:          # it streams to its client...
-            chunk = client.stdout.read1(65536)
-            assert chunk, finish(client)
-            got += chunk
-        assert got.startswith(b"flood 0\nflood 1\n"), got[:100]
+    argv = list(s.run_argv(bad, *FLOOD, detach=False))[1:]  # without "run"
+    argv[argv.index("--rm") + 1:argv.index("--rm") + 1] = ["--fifo-dir", str(fifo_dir)]
+
+    def streaming() -> None:
         s.in_daemon(bad)
         assert any(bad in t and "stdout" in t for t in daemon_fds(s.daemon, bad))
-        client.kill()                          # ... until the client dies: the FIFO has no reader left
-        client.wait()
-    finally:
-        if client.poll() is None:
-            client.kill()
-        finish(client)
+    flood_then_kill_reader(s.c, tuple(argv), streaming)
     assert task_row(s.c, bad).status == "RUNNING"  # the container goes on (blocked on its full pipe)
-    time.sleep(1)
-    cpu = cpu_seconds(s.daemon)
-    time.sleep(3)
-    spent = cpu_seconds(s.daemon) - cpu
+    spent = idle_cpu(s.daemon)
     assert spent < 1.0, f"the daemon spent {spent:.2f} s of CPU in 3 s with a dead FIFO reader"
     s.check_healthy(prompt=True)
     s.foreground()
