@@ -23,6 +23,7 @@ Faults:
    client's deadline (``ctr --timeout``);
 4. a runtime that dies of SIGSEGV in one call, and one that is missing: a clear error with its ttrpc code, nothing
    left, and a healthy neighbour container that never notices;
+5. a stdio FIFO whose reader is gone (the foreground ctr SIGKILLed while the container floods stdout);
 """
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ import pytest
 
 from . import ctl_grpc
 from .conftest import import_image, new_id
-from .e2e_helpers import (PYSHIM, RUNC, EventStream, cgroup_pids, cleanup, finish, runtime, start, task_row,  # noqa: F401
-                          wait_status, wait_until)
+from .e2e_helpers import (FLOOD, PYSHIM, RUNC, EventStream, cgroup_pids, cleanup, deleted_status, finish,  # noqa: F401
+                          flood_then_kill_reader, idle_cpu, runtime, start, task_row, trap_init, wait_status,
+                          wait_until)
 from .harness import ctrout, procs
 from .harness.daemon import PrivateContainerd
 from .harness.runtime_wrapper import RuntimeWrapper
@@ -50,22 +52,9 @@ POINTS = ("create", "exec", "delete", "exit")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def trap_init(code: int) -> tuple[str, ...]:
-    """A container init that runs until SIGTERM, then exits ``code``."""
-    return ("/bin/sh", "-c", f"trap 'exit {code}' TERM; while :; do sleep 1; done")
-
-
 def wait_for_file_then_exit(name: str, code: int) -> tuple[str, ...]:
     """A process that waits until /tmp/``name`` exists in its container, then exits ``code``."""
     return ("/bin/sh", "-c", f"while [ ! -e /tmp/{name} ]; do sleep 0.05; done; exit {code}")
-
-
-def deleted_status(res: subprocess.CompletedProcess) -> int:
-    """The exit status ``ctr task rm`` reported: ctr warns "task <id> exit with non-zero exit code <n>" and
-    exits 0 (0 when it says nothing)."""
-    assert res.returncode == 0, res.stderr
-    found = re.findall(r"exit with non-zero exit code (\d+)", res.stderr)
-    return int(found[-1]) if found else 0
 
 
 def shims(c: PrivateContainerd) -> list[procs.Proc]:
@@ -554,3 +543,29 @@ def test_missing_runtime(scene):
     s.c.ctr("containers", "rm", s.cid)
     s.assert_gone()
     unaffected(other)
+
+
+# -- 5. a stdio FIFO whose reader is gone --------------------------------------------------------------------------
+
+def test_dead_stdio_reader(scene):
+    """The foreground ``ctr run`` reading a container that floods stdout is SIGKILLed (test_sharing_faults does the
+    same in a shared daemon): the container goes on, blocked on its full pipe, the shim does not spin on the dead
+    reader, an exec still streams its own output and exit status, and the container is killed and deleted with
+    its status."""
+    s, c = scene, scene.c
+    fifo_dir = s.tmp / "fifos"
+    fifo_dir.mkdir()
+    shim: list[int] = []
+    flood_then_kill_reader(c, ("--rm", "--fifo-dir", str(fifo_dir), *s.runtime_args(), s.ref, s.cid, *FLOOD),
+                           lambda: shim.append(s.shim()))
+    assert task_row(c, s.cid).status == "RUNNING"
+    assert s.shim() == shim[0]
+    spent = idle_cpu(shim[0], settle=0.5, span=2.0)
+    assert spent < 0.6, f"the shim spent {spent:.2f} s of CPU in 2 s with a dead FIFO reader"
+    res = c.ctr("task", "exec", "--exec-id", "x1", s.cid, "/bin/sh", "-c", "seq 1 3; exit 7", check=False)
+    assert (res.returncode, res.stdout) == (7, "1\n2\n3\n"), res
+    c.ctr("task", "kill", "--signal", "SIGKILL", s.cid)
+    wait_status(c, s.cid, "STOPPED")
+    assert deleted_status(c.ctr("task", "rm", s.cid)) == 137
+    c.ctr("containers", "rm", s.cid)
+    s.assert_gone()
