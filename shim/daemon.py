@@ -11,7 +11,8 @@ Rules:
   starts them in the root nursery: reaper, publisher, the service's own ``run``, the occupancy's idle exit, then
   the server. The service's Task methods are registered behind ``Occupancy.wrap`` (task ids, log routing) and,
   inside it, ``Failpoints.wrap`` (containerd's failpoint annotations, where the service enables them).
-- Shutdown: a daemon of a group leaves when the service calls ``Daemon.shutdown`` (no task left); a daemon shared
+- Shutdown: a daemon of a group leaves when the service calls ``Daemon.shutdown`` (no task left), or when no
+  Create reached it within ``unused_exit()`` seconds of its start (shim/occupancy.py); a daemon shared
   by unrelated containers (``-shared MAX:IDLE``, shim/sharing.py) leaves when its occupancy has been idle for IDLE
   seconds, and also serves ``pyshim.shard.v1.Shard/Reserve``; any daemon leaves on SIGTERM/SIGINT. Leaving
   unlinks the socket, lets in-flight calls finish for up to SERVER_DRAIN, lets the publisher drain for up to
@@ -125,7 +126,8 @@ def build(manager: Manager, flags: ShimFlags, task_logs: TaskLogs | None = None)
     publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""), flags.namespace)
     daemon = Daemon(flags, reaper, ReaperLauncher(reaper), publisher)
     service = manager.task_service(daemon)
-    occupancy = Occupancy(flags.id, task_logs, daemon.shared, daemon.stop, lambda: daemon.shutting_down)
+    occupancy = Occupancy(flags.id, task_logs, daemon.shared, daemon.stop, lambda: daemon.shutting_down,
+                          unused_exit=unused_exit())
     server = Server()
     methods = occupancy.wrap(Failpoints(service.failpoints_enabled).wrap(service.methods()))
     for name in SERVICES:
@@ -133,6 +135,18 @@ def build(manager: Manager, flags: ShimFlags, task_logs: TaskLogs | None = None)
     if daemon.shared is not None:
         server.register(sharing.SERVICE, occupancy.shard_methods())
     return Parts(daemon, service, occupancy, server)
+
+
+def unused_exit() -> float:
+    """Seconds a daemon of a group waits for its first Create (shim/occupancy.py): UNUSED_EXIT, or
+    ``$PYSHIM_UNUSED_EXIT`` (a positive number; tests wait less)."""
+    from shim.occupancy import UNUSED_EXIT
+
+    try:
+        value = float(os.environ.get("PYSHIM_UNUSED_EXIT", UNUSED_EXIT))
+    except ValueError:
+        return UNUSED_EXIT
+    return value if value > 0 else UNUSED_EXIT
 
 
 def set_subreaper() -> None:

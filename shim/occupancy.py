@@ -18,7 +18,12 @@ Rules:
   fails frees its id's place at once: containerd never retries it (it deletes the task and starts afresh).
 - Idle exit (sharing only, ``run``): once no task is live and no reservation is held for ``idle_exit`` seconds,
   the daemon closes (every later reservation is refused) and shuts down. Without sharing, the daemon leaves on
-  ``Daemon.shutdown`` as before, and ``run`` does nothing.
+  ``Daemon.shutdown``, and ``run`` only watches for the first Create: a daemon that none has reached
+  ``unused_exit`` seconds (UNUSED_EXIT) after it started leaves the same way. containerd starts a shim, then may
+  fail on its own before any Create (1.6 cannot write ``shim-binary-path``, 2.x ``bootstrap.json``, in a full
+  bundle) and never shuts that shim down, nor runs its ``delete``; the Go shim then stays for ever. Once a Create
+  came, succeeded or not, only ``Daemon.shutdown`` ends the daemon (containerd follows a failed one with Delete
+  and Shutdown).
 - Everything here runs in the daemon's one trio thread: the checks and the changes of one call never interleave
   with another's.
 """
@@ -34,9 +39,11 @@ from shim.daemon_log import TaskLogs, current_task
 from shim.errors import InvalidArgument
 from ttrpc.server import Method
 
-__all__ = ["Occupancy"]
+__all__ = ["Occupancy", "UNUSED_EXIT"]
 
 log = logging.getLogger(__name__)
+
+UNUSED_EXIT = 60.0  # seconds from a daemon's start to its first Create (containerd sends it right after start)
 
 
 def request_problem(method: str, request) -> str:
@@ -55,10 +62,12 @@ class Occupancy:
     """The live tasks, reservations and idle exit of one daemon (see the module rules)."""
 
     def __init__(self, first_task: str, task_logs: TaskLogs | None, shared: sharing.Sharing | None,
-                 on_idle, stopping=lambda: False) -> None:
+                 on_idle, stopping=lambda: False, unused_exit: float = UNUSED_EXIT) -> None:
         self.tasks: dict[str, str] = {}         # live task id -> bundle
         self.reservations: dict[str, float] = {}  # reserved id -> trio.current_time() deadline
         self.closing = False
+        self.used = False                       # a Create has come
+        self._unused_exit = unused_exit
         self._logs = task_logs
         self._shared = shared
         self._on_idle = on_idle                 # called once the idle exit is due
@@ -81,6 +90,9 @@ class Occupancy:
                 raise InvalidArgument(why)
             task = getattr(request, "id", "")
             token = current_task.set(task)
+            if name == "Create" and not self.used:
+                self.used = True
+                self._touch()
             held = name == "Create" and task not in self.tasks
             if held:  # a Create in flight holds its place, reserved or not: the daemon must not leave under it
                 self.reservations[task] = math.inf
@@ -157,9 +169,17 @@ class Occupancy:
         self._changed = trio.Event()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Idle exit of a sharing daemon (see the module rules); returns at once without sharing."""
+        """Idle exit of a sharing daemon, unused exit of any other (see the module rules)."""
         if self._shared is None:
             task_status.started()
+            with trio.move_on_after(self._unused_exit):
+                while not self.used:
+                    await self._changed.wait()
+                return
+            self.closing = True
+            log.warning("no Create within %.0f s of the start: exiting (containerd gave up on this shim)",
+                        self._unused_exit)
+            self._on_idle()
             return
         if self._first:
             self.reserve(self._first)

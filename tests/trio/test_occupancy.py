@@ -91,16 +91,32 @@ async def test_closing_refuses_every_reservation() -> None:
 
 # -- run(): the idle exit -----------------------------------------------------------------------------------
 
-async def test_without_sharing_run_returns_at_once_and_reserves_nothing(autojump_clock) -> None:
+async def failing_create(ctx, request):
+    raise RuntimeError("the runtime failed")
+
+
+async def test_without_sharing_run_reserves_nothing_and_a_create_keeps_the_daemon(autojump_clock) -> None:
     calls = []
-    occ = Occupancy("c1", None, None, lambda: calls.append(1))
-    t0 = trio.current_time()
-    with trio.fail_after(1):
-        await occ.run()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(occ.run)
-    assert trio.current_time() == t0
+    occ = Occupancy("c1", None, None, lambda: calls.append(1), unused_exit=30.0)
+    create = occ.wrap({"Create": Method(pb.CreateTaskRequest, failing_create)})["Create"]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(occ.run)
+        assert occ.reservations == {} and not occ.closing
+        await trio.sleep(29.0)
+        with pytest.raises(RuntimeError):  # a failed Create counts: containerd follows it with Delete, Shutdown
+            await create.handler(None, pb.CreateTaskRequest(id="c1", bundle="/b/c1"))
+    assert trio.current_time() == pytest.approx(29.0) and occ.used
+    await trio.sleep(3600)
     assert occ.reservations == {} and not occ.closing and calls == []
+
+
+async def test_without_sharing_a_daemon_no_create_reaches_leaves(autojump_clock) -> None:
+    """containerd started the shim, then failed on its own (a full bundle) and never shuts it down."""
+    calls = []
+    occ = Occupancy("c1", None, None, lambda: calls.append(trio.current_time()), unused_exit=30.0)
+    t0 = trio.current_time()
+    await occ.run()
+    assert calls == [pytest.approx(t0 + 30.0)] and occ.closing and not occ.used
 
 
 async def test_an_empty_daemon_exits_after_exactly_its_idle_time(autojump_clock) -> None:
