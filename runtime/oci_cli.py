@@ -12,6 +12,8 @@ Rules:
 - Errors: before each call a LogCursor remembers the end of <bundle>/log.json; on a non-zero exit the last error
   the call appended is the message, else the captured output, else the exit status; runtime/errors.classify turns it
   into a domain error. Launch failures (binary missing) become RuntimeFailed. Cancellation is never caught.
+  A runtime that left no error in log.json while the bundle's file system is full could not have written one:
+  the message then says the file system is full (``full_disk_hint``), instead of a bare exit status.
 - Owned resources: the /dev/null fds and exec's private process-JSON temp file, both released before returning.
 - Plain blocking file I/O for pid files, log.json and the temp file: all local and tiny.
 """
@@ -129,6 +131,18 @@ def rewrite_spec(config_json: str, keys: tuple[str, ...], oci_version: str = "")
     return True
 
 
+def full_disk_hint(bundle: str) -> str:
+    """A sentence for an error message when ``bundle``'s file system has no free block or inode left, else ""."""
+    try:
+        st = os.statvfs(bundle)
+    except OSError:
+        return ""
+    if st.f_bavail == 0 or (st.f_files and st.f_favail == 0):
+        return (f"; the file system of {bundle} is full (no space left on device): the runtime could write "
+                f"neither its files there nor why it failed")
+    return ""
+
+
 _ENVIRONMENTS: dict[tuple, dict[str, str]] = {}
 
 
@@ -166,17 +180,17 @@ class OciCli:
         except OSError as e:
             raise RuntimeFailed(op, failure_message(op, f'exec: "{binary}": {e.strerror or e}')) from e
         if result.status != 0:
-            raise self._error(op, binary, cursor, result)
+            raise self._error(op, binary, cursor, result, bundle)
         return result
 
-    def _error(self, op: str, binary: str, cursor: LogCursor, result: RunResult) -> BackendError:
+    def _error(self, op: str, binary: str, cursor: LogCursor, result: RunResult, bundle: str) -> BackendError:
         exit_text = f"{binary} did not terminate successfully: exit status {result.status}"
         output = result.output.decode("utf-8", errors="replace").strip()
         try:
             msg = cursor.last_error()
         except OSError as e:
             msg, exit_text = None, f"unable to retrieve OCI runtime error ({e}): {exit_text}"
-        detail = msg or (f"{exit_text}: {output}" if output else exit_text)
+        detail = msg or (f"{exit_text}: {output}" if output else exit_text) + full_disk_hint(bundle)
         cfg = self.cfg
         return classify(op, detail, result.status, output=output, finished=cfg.finished_patterns,
                         not_found=cfg.not_found_patterns, exists=cfg.exists_patterns)

@@ -49,6 +49,8 @@ def write_atomically(path: str, data: bytes, mode: int, temp: str = "") -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+        except OSError as e:  # os.write names no file: say which one
+            raise OSError(e.errno, e.strerror, temp) from None
         finally:
             os.close(fd)
         os.rename(temp, path)

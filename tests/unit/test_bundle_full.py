@@ -11,8 +11,11 @@ from typing import Iterator
 
 import pytest
 
+from runtime.base import RunResult
 from runtime.errors import RuntimeFailed
-from runtime.oci_cli import rewrite_spec
+from runtime.logjson import LogCursor
+from runtime.oci_cli import OciCli, full_disk_hint, rewrite_spec
+from runtime.oci_config import OciConfig
 from shim import bundle
 from shim.linux.mount import Mount, mount_all, unmount_all
 from shim.runc.cleanup import STATE_FILE, write_state
@@ -57,7 +60,7 @@ def test_a_full_file_system_keeps_the_old_address(full: Path) -> None:
 
 def test_a_full_file_system_writes_no_address(full: Path) -> None:
     fill(full)
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(OSError, match=f"No space left on device: '{full}/.address'"):
         bundle.write_address(str(full), "unix:///run/containerd/s/" + "n" * 64)
     assert os.listdir(full) == []
 
@@ -81,3 +84,18 @@ def test_a_full_file_system_keeps_the_spec_as_it_was(full: Path) -> None:
         rewrite_spec(str(full / "config.json"), ("drop.me",), "1.1.0")
     assert os.listdir(full) == ["config.json"]
     assert json.loads((full / "config.json").read_text()) == spec
+
+
+def test_a_runtime_failing_on_a_full_file_system_is_explained(full: Path) -> None:
+    """runc cannot log its error into a full bundle: the message says why instead of a bare exit status."""
+    cli = OciCli(OciConfig(name="runc", binary="runc", root="/run/x", capabilities=frozenset()), launcher=None)
+    cursor = LogCursor.at_end(str(full / "log.json"))
+    assert full_disk_hint(str(full)) == ""
+    assert str(cli._error("exec", "/usr/sbin/runc", cursor, RunResult(1, 255, b""), str(full))) == \
+        "OCI runtime exec failed: /usr/sbin/runc did not terminate successfully: exit status 255"
+    fill(full)
+    error = cli._error("exec", "/usr/sbin/runc", cursor, RunResult(1, 255, b""), str(full))
+    assert isinstance(error, RuntimeFailed) and str(error) == (
+        f"OCI runtime exec failed: /usr/sbin/runc did not terminate successfully: exit status 255; the file "
+        f"system of {full} is full (no space left on device): the runtime could write neither its files there nor "
+        f"why it failed")
