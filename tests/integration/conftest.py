@@ -208,13 +208,14 @@ def containerd(containerd_dist: dist.Dist, shim_bin_dir: Path, containerd_log_di
 @pytest.fixture
 def containerd_factory(integration_host: None, containerd_dist: dist.Dist, shim_bin_dir: Path,
                        containerd_log_dir: Path) -> Iterator[Callable[..., PrivateContainerd]]:
-    """``make(shim_dirs=None, log_level="debug")`` starts a fresh private containerd of the parametrised
-    version for this test only; all are torn down (and checked) when the test ends."""
+    """``make(shim_dirs=None, log_level="debug", **options)`` starts a fresh private containerd of the parametrised
+    version for this test only (``options``: more PrivateContainerd arguments); all are torn down (and checked)
+    when the test ends."""
     made: list[PrivateContainerd] = []
 
-    def make(shim_dirs: list[Path] | None = None, log_level: str = "debug") -> PrivateContainerd:
+    def make(shim_dirs: list[Path] | None = None, log_level: str = "debug", **options) -> PrivateContainerd:
         inst = PrivateContainerd(containerd_dist, shim_dirs=shim_dirs if shim_dirs is not None else [shim_bin_dir],
-                                 log_dir=containerd_log_dir, log_level=log_level)
+                                 log_dir=containerd_log_dir, log_level=log_level, **options)
         made.append(inst)
         return _start(inst)
 

@@ -1,7 +1,8 @@
 """One private containerd daemon of a given version, for integration tests.
 
 Rules:
-- Everything is private to the instance: root /var/lib/pyshim-test/<unique>, state /run/pyshim-test/<unique>/state,
+- Everything is private to the instance: root /var/lib/pyshim-test/<unique>, state /run/pyshim-test/<unique>/state
+  (with ``state_size``, a tmpfs of that size mounted there by ``start`` and unmounted by ``teardown``),
   gRPC and ttrpc sockets next to the state dir (short paths), a containerd namespace named after <unique>,
   a config file written by us (CRI, NRI, tracing, the opt plugin and unused snapshotters disabled; overlayfs kept).
 - containerd's PATH is ``shim_dirs`` first, then the version's own bin dir, then the usual system dirs, so a
@@ -56,7 +57,7 @@ class PrivateContainerd:
     disabled_plugins: tuple[str, ...] = DISABLED_PLUGINS  # a subclass may keep some (harness/cri_daemon.py)
 
     def __init__(self, dist: Dist, *, shim_dirs: Sequence[Path] = (), log_dir: Path | None = None,
-                 log_level: str = "debug", unique: str | None = None) -> None:
+                 log_level: str = "debug", unique: str | None = None, state_size: str = "") -> None:
         self.dist = dist
         self.unique = unique or f"{dist.version.replace('.', '')}-{os.getpid()}-{secrets.token_hex(3)}"
         self.namespace = f"pyshim-{self.unique}"
@@ -69,6 +70,7 @@ class PrivateContainerd:
         self.log_path = (log_dir or self.run_dir) / f"containerd-{self.unique}.log"
         self.shim_dirs = tuple(Path(d) for d in shim_dirs)
         self.log_level = log_level
+        self.state_size = state_size  # "" or a tmpfs size ("1m"): the state directory is a tmpfs of its own
         self.path_env = ":".join([*map(str, self.shim_dirs), str(dist.bindir), SYSTEM_PATH])
         self._proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -140,6 +142,9 @@ class PrivateContainerd:
             raise ContainerdError(f"containerd {self.unique} already running")
         for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True, mode=0o711)
+        if self.state_size and str(self.state) not in procs.mounts_under(self.state):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.state_size},mode=0711", "tmpfs",
+                            str(self.state)], check=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text())
         with open(self.log_path, "ab") as log:
@@ -293,7 +298,8 @@ class PrivateContainerd:
         for p in procs.in_namespace_cgroup(self.namespace):
             found.append(f"process {p.pid} still in cgroup /{self.namespace}/: {' '.join(p.argv)}")
         for m in procs.mounts_under(self.root, self.run_dir):
-            found.append(f"mount left: {m}")
+            if not (self.state_size and m == str(self.state)):  # our own tmpfs, unmounted by teardown
+                found.append(f"mount left: {m}")
         for root in self.runtime_roots:
             if root.exists() and any(root.iterdir()):
                 found.append(f"{root.parent.name} state left in {root}: {sorted(os.listdir(root))}")
@@ -325,6 +331,8 @@ class PrivateContainerd:
             if root.exists():
                 shutil.rmtree(root, ignore_errors=True)
         problems += procs.remove_cgroups(self.namespace)
+        if self.state_size:
+            problems += procs.unmount([str(self.state)])
         for d in (self.root, self.run_dir):
             if d.exists() and not procs.mounts_under(d):
                 shutil.rmtree(d, ignore_errors=True)
