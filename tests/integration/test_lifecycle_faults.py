@@ -24,10 +24,13 @@ Faults:
 4. a runtime that dies of SIGSEGV in one call, and one that is missing: a clear error with its ttrpc code, nothing
    left, and a healthy neighbour container that never notices;
 5. a stdio FIFO whose reader is gone (the foreground ctr SIGKILLed while the container floods stdout);
+6. the file system of the bundles full (containerd's state directory on a small tmpfs, filled by a wrapper of the
+   shim binaries around ``start``, or by the test): the failing write is named, nothing half-written or leaked.
 """
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import re
 import signal
@@ -90,6 +93,15 @@ def fds_grown(before: collections.Counter, after: collections.Counter) -> dict[s
     connections to containerd are sockets that close with containerd and reopen when needed: only more of them
     than before counts."""
     return {k: (before[k], n) for k, n in after.items() if n > before[k]}
+
+
+def shim_fds_grown(s: "Scene", shim: int, before: collections.Counter) -> dict[str, tuple[int, int]]:
+    """``fds_grown`` of the shim ``shim`` of ``s`` since ``before``. runc.v2 of containerd 2.x (Go's os.Process)
+    keeps a pidfd of processes it ran after they are gone (one more per exec here): not counted for it."""
+    grown = fds_grown(before, fd_profile(shim))
+    if s.runtime == RUNC and not s.c.dist.version.startswith("1."):
+        grown.pop("anon_inode:[pidfd]", None)
+    return grown
 
 
 @dataclass
@@ -215,7 +227,7 @@ def restarted_after_kill_at_create(s: Scene) -> None:
     c.crash()
     c.start()
     assert task_row(c, s.cid) == ctrout.TaskRow(s.cid, pid, "CREATED")
-    assert fds_grown(fds, fd_profile(shim)) == {}
+    assert shim_fds_grown(s, shim, fds) == {}
     assert ctl_grpc.Tasks(c).start(s.cid) == pid
     wait_status(c, s.cid, "RUNNING")
     stopped_with(s, 7)
@@ -236,11 +248,7 @@ def restarted_after_kill_at_exec(s: Scene) -> None:
     c.start()
     res = c.ctr("task", "delete", "--exec-id", "long", s.cid, check=False)
     assert res.returncode == 6, res.stderr
-    grown = fds_grown(fds, fd_profile(shim))
-    if s.runtime == RUNC and not c.dist.version.startswith("1."):
-        # runc.v2 of 2.x (Go's os.Process) keeps a pidfd of each process it ran; not a descriptor pyshim holds
-        grown.pop("anon_inode:[pidfd]", None)
-    assert grown == {}, "the exec's stdio is still open in the shim"
+    assert shim_fds_grown(s, shim, fds) == {}, "the exec's stdio is still open in the shim"
     stopped_with(s, 8)
 
 
@@ -569,3 +577,171 @@ def test_dead_stdio_reader(scene):
     assert deleted_status(c.ctr("task", "rm", s.cid)) == 137
     c.ctr("containers", "rm", s.cid)
     s.assert_gone()
+
+
+# -- 6. the file system of the bundles is full (ENOSPC) ------------------------------------------------------------
+
+SHIM_WRAPPER = """#!/bin/sh
+# {name}, except `start` of container {cid}, around which containerd's state file system is filled
+# (tests/integration/test_lifecycle_faults.py); it lists the bundle after a failed start
+prev=
+mine=
+for a; do [ "$prev" = "-id" ] && [ "$a" = "{cid}" ] && mine=1; prev=$a; done
+fill() {{  # fill the state file system, then give back $1 pages
+  dd if=/dev/zero of="{state}/filler" bs=4096 2>/dev/null
+  [ "$1" -gt 0 ] && truncate -s -$(( $1 * 4096 )) "{state}/filler"
+  return 0
+}}
+at=$(cat "{dir}/fill-at" 2>/dev/null)
+leave=$(cat "{dir}/leave" 2>/dev/null)
+if [ -n "$mine" ] && [ "$prev" = start ] && [ "$at" = start ]; then
+  fill 0
+  "{real}" "$@"
+  rc=$?
+  ls -A > "{dir}/bundle-after-start"
+  exit $rc
+fi
+if [ -n "$mine" ] && [ "$prev" = start ] && [ "$at" = create ]; then
+  out=$("{real}" "$@")
+  rc=$?
+  fill "${{leave:-0}}"
+  printf '%s' "$out"
+  exit $rc
+fi
+exec "{real}" "$@"
+"""
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of ``directory`` to the last page with a file there; returns it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    return filler
+
+
+def state_writes_after_start(c: PrivateContainerd) -> int:
+    """Pages containerd itself writes into a bundle after the shim's ``start`` and before Create:
+    ``shim-binary-path``, and with 2.x ``bootstrap.json``."""
+    return 1 if c.dist.version.startswith("1.") else 2
+
+
+@pytest.fixture
+def full_scene(containerd_factory, runtime, busybox_artifacts, shim_bin_dir, containerd_dist, tmp_path,
+               monkeypatch):
+    """A Scene whose containerd keeps its state (the bundles) on a 4 MiB tmpfs, and finds both shims through
+    SHIM_WRAPPER. pyshim daemons wait PYSHIM_UNUSED_EXIT = 2 s for their first Create (shim/occupancy.py)."""
+    monkeypatch.setenv("PYSHIM_UNUSED_EXIT", "2")
+    shims_dir = tmp_path / "shims"
+    shims_dir.mkdir()
+    c = containerd_factory(shim_dirs=[shims_dir], state_size="4m")
+    s = Scene(c, runtime, import_image(c, busybox_artifacts), tmp_path, new_id("lf"))
+    reals = {"containerd-shim-pyshim-v1": shim_bin_dir / "containerd-shim-pyshim-v1",
+             "containerd-shim-runc-v2": containerd_dist.bindir / "containerd-shim-runc-v2"}
+    for name, real in reals.items():
+        (shims_dir / name).write_text(SHIM_WRAPPER.format(name=name, cid=s.cid, state=c.state, dir=tmp_path,
+                                                          real=real, leave="$(cat \"$DIR/leave\")"))
+        (shims_dir / name).chmod(0o755)
+    try:
+        yield s
+    finally:
+        (c.state / "filler").unlink(missing_ok=True)
+        cleanup(c, s.cid)
+
+
+def fill_at(s: Scene, point: str, leave: int = 0) -> None:
+    """Fill the state file system at ``start`` of the container's shim, or right after it (then give back
+    ``leave`` pages)."""
+    (s.tmp / "leave").write_text(str(leave))
+    (s.tmp / "fill-at").write_text(point)
+
+
+def listing(s: Scene) -> list[str]:
+    """What SHIM_WRAPPER saw in the bundle after a failed ``start``."""
+    return (s.tmp / "bundle-after-start").read_text().split()
+
+
+def enospc_start(s: Scene) -> None:
+    """The shim cannot write ``./address``: start fails naming the file, and leaves neither it nor its temporary
+    file (runc.v2 of 1.x leaves ``.address``; 2.x's writes none); no daemon, no socket."""
+    fill_at(s, "start")
+    res = s.c.ctr("run", "-d", *s.runtime_args(), s.ref, s.cid, *trap_init(3), check=False)
+    assert res.returncode != 0 and "no space left on device" in res.stderr.lower(), res
+    left = set(listing(s)) - {"config.json", "log", "rootfs", "work"}
+    if s.runtime == RUNC:
+        assert left == ({".address"} if s.c.dist.version.startswith("1.") else set()), left
+    else:
+        assert "/.address'" in res.stderr and left == set(), (res.stderr, left)
+
+
+def enospc_after_start(s: Scene) -> None:
+    """containerd cannot write its own file after the shim started (1.6 shim-binary-path, 2.x bootstrap.json):
+    it fails the task, removes the bundle, and never shuts the started shim down nor runs its ``delete``.
+    runc.v2's daemon stays for ever; pyshim's leaves when no Create came within PYSHIM_UNUSED_EXIT."""
+    fill_at(s, "create", leave=state_writes_after_start(s.c) - 1)
+    res = s.c.ctr("run", "-d", *s.runtime_args(), s.ref, s.cid, *trap_init(3), check=False)
+    assert res.returncode != 0 and "no space left on device" in res.stderr, res
+    (daemon,) = [p for p in shims(s.c) if s.cid in p.argv]
+    sockets = [p for p in s.c.computed_shim_sockets(s.cid) if p.exists()]
+    if s.runtime == RUNC:
+        time.sleep(3)  # longer than pyshim's daemon waits here
+        assert procs.alive(daemon.pid)  # containerd's leak; the test cleans it up
+        procs.kill_all([daemon])
+        for path in sockets:
+            path.unlink()
+    else:
+        wait_until("the unused pyshim daemon to exit", lambda: not procs.alive(daemon.pid), 10)
+        assert not [p for p in sockets if p.exists()], "the unused daemon left its socket"
+
+
+def enospc_create(s: Scene) -> None:
+    """The shim's Create cannot write its own file into the bundle (pyshim: pyshim.json, atomically:
+    tests/unit/test_bundle_full.py; runc.v2: its options file): Create fails naming the file and the error,
+    before anything is mounted or run."""
+    fill_at(s, "create", leave=state_writes_after_start(s.c))
+    res = s.c.ctr("run", "-d", *s.runtime_args(), s.ref, s.cid, *trap_init(3), check=False)
+    assert res.returncode != 0, res
+    if s.runtime == RUNC:
+        assert f"{s.c.bundle(s.cid)}/options.json: no space left on device" in res.stderr, res
+    else:
+        assert f"cannot write pyshim.json into the bundle {s.c.bundle(s.cid)}: No space left on device" \
+            in res.stderr, res
+
+
+def enospc_exec(s: Scene) -> None:
+    """runc exec cannot write the exec's pid file, nor log why: the exec fails (pyshim's message says the file
+    system is full; runc.v2's only gives runc's exit status), its process is gone and its stdio closed in the
+    shim; with space again, execs work, and the task ends with its status."""
+    c = s.c
+    s.run(*trap_init(3))
+    shim = s.shim()
+    fds = fd_profile(shim)
+    filler = fill(c.state)
+    res = c.ctr("task", "exec", "--exec-id", "x1", s.cid, "/bin/sleep", "1234", check=False)
+    assert res.returncode != 0 and "did not terminate successfully: exit status 255" in res.stderr, res
+    if s.runtime == PYSHIM:
+        assert f"the file system of {c.bundle(s.cid)} is full (no space left on device)" in res.stderr, res
+    assert not [p for p in procs.all_processes() if p.argv == ("/bin/sleep", "1234")]
+    assert shim_fds_grown(s, shim, fds) == {}
+    filler.unlink()
+    res = c.ctr("task", "exec", "--exec-id", "x2", s.cid, "/bin/sh", "-c", "echo hi; exit 2", check=False)
+    assert (res.returncode, res.stdout) == (2, "hi\n"), res
+    stopped_with(s, 3)
+
+
+@pytest.mark.parametrize("point", ["start", "after_start", "create", "exec"])
+def test_full_state_filesystem(full_scene, point):
+    s = full_scene
+    globals()[f"enospc_{point}"](s)
+    (s.c.state / "filler").unlink(missing_ok=True)
+    if point != "exec":
+        assert task_row(s.c, s.cid) is None
+        s.c.ctr("containers", "rm", s.cid)
+    s.assert_gone()
+    assert not s.c.shim_sockets()
