@@ -683,20 +683,22 @@ def enospc_start(s: Scene) -> None:
 def enospc_after_start(s: Scene) -> None:
     """containerd cannot write its own file after the shim started (1.6 shim-binary-path, 2.x bootstrap.json):
     it fails the task, removes the bundle, and never shuts the started shim down nor runs its ``delete``.
-    runc.v2's daemon stays for ever; pyshim's leaves when no Create came within PYSHIM_UNUSED_EXIT."""
+    pyshim's daemon leaves when no Create came within PYSHIM_UNUSED_EXIT (2 s here), unlinking its socket.
+    runc.v2's has nothing of the kind: in most runs it is still there 3 s later (then the test removes it and its
+    socket), in some it is gone by then (1 run in 4 with either version, seen while writing this test)."""
     fill_at(s, "create", leave=state_writes_after_start(s.c) - 1)
     res = s.c.ctr("run", "-d", *s.runtime_args(), s.ref, s.cid, *trap_init(3), check=False)
     assert res.returncode != 0 and "no space left on device" in res.stderr, res
-    (daemon,) = [p for p in shims(s.c) if s.cid in p.argv]
+    daemons = [p for p in shims(s.c) if s.cid in p.argv]
     sockets = [p for p in s.c.computed_shim_sockets(s.cid) if p.exists()]
     if s.runtime == RUNC:
         time.sleep(3)  # longer than pyshim's daemon waits here
-        assert procs.alive(daemon.pid)  # containerd's leak; the test cleans it up
-        procs.kill_all([daemon])
+        procs.kill_all([p for p in daemons if procs.alive(p.pid)])
         for path in sockets:
-            path.unlink()
+            path.unlink(missing_ok=True)
     else:
-        wait_until("the unused pyshim daemon to exit", lambda: not procs.alive(daemon.pid), 10)
+        assert len(daemons) == 1, daemons
+        wait_until("the unused pyshim daemon to exit", lambda: not procs.alive(daemons[0].pid), 10)
         assert not [p for p in sockets if p.exists()], "the unused daemon left its socket"
 
 
