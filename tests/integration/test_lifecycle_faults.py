@@ -32,7 +32,6 @@ from __future__ import annotations
 import collections
 import errno
 import os
-import re
 import signal
 import subprocess
 import time
@@ -52,7 +51,6 @@ from .harness.runtime_wrapper import RuntimeWrapper
 from .test_sharing import daemon_of
 
 POINTS = ("create", "exec", "delete", "exit")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def wait_for_file_then_exit(name: str, code: int) -> tuple[str, ...]:
@@ -65,40 +63,10 @@ def shims(c: PrivateContainerd) -> list[procs.Proc]:
     return [p for p in procs.shims_of(c.address) if "-id" in p.argv]
 
 
-def cgroup_dirs(namespace: str, cid: str) -> list[Path]:
-    """The container's cgroup directories (``/<namespace>/<cid>`` in every hierarchy) that still exist."""
-    tops = [CGROUP_ROOT] + [d for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink()]
-    return [top / namespace / cid for top in tops if (top / namespace / cid).is_dir()]
-
-
-def zombies_of(parents: set[int]) -> list[int]:
-    """Zombie children of ``parents``."""
-    return [pid for pid, ppid in procs.zombies() if ppid in parents]
-
-
-def fd_profile(pid: int) -> collections.Counter:
-    """What ``pid`` holds open, by kind: a path, or ``socket``/``pipe``/``anon_inode:...`` without inode numbers."""
-    kinds = collections.Counter()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        kinds[re.sub(r":\[\d+\]$", "", target)] += 1
-    return kinds
-
-
-def fds_grown(before: collections.Counter, after: collections.Counter) -> dict[str, tuple[int, int]]:
-    """Kinds of descriptors ``after`` holds more of than ``before`` ({kind: (before, after)}). The shim's
-    connections to containerd are sockets that close with containerd and reopen when needed: only more of them
-    than before counts."""
-    return {k: (before[k], n) for k, n in after.items() if n > before[k]}
-
-
 def shim_fds_grown(s: "Scene", shim: int, before: collections.Counter) -> dict[str, tuple[int, int]]:
     """``fds_grown`` of the shim ``shim`` of ``s`` since ``before``. runc.v2 of containerd 2.x (Go's os.Process)
     keeps a pidfd of processes it ran after they are gone (one more per exec here): not counted for it."""
-    grown = fds_grown(before, fd_profile(shim))
+    grown = procs.fds_grown(before, procs.fd_profile(shim))
     if s.runtime == RUNC and not s.c.dist.version.startswith("1."):
         grown.pop("anon_inode:[pidfd]", None)
     return grown
@@ -148,11 +116,12 @@ class Scene:
         assert cid not in c.ctr("containers", "ls", "--quiet").stdout.split()
         wait_until(f"the shims of {cid} to exit", lambda: not [p for p in shims(c) if cid in p.argv], 10)
         assert cgroup_pids(c.namespace, cid) == set()
-        wait_until(f"{cid}'s cgroups to go", lambda: not cgroup_dirs(c.namespace, cid), 5)
+        wait_until(f"{cid}'s cgroups to go", lambda: not procs.cgroup_dirs(c.namespace, cid), 5)
         assert not [m for m in procs.mounts_under(c.root, c.run_dir) if cid in m]
         assert not (c.runc_root / cid).exists()
         wait_until(f"{cid}'s bundle to go", lambda: not c.bundle(cid).exists(), 10)
-        assert zombies_of({os.getpid()} | ({c.pid} if c.pid else set())) == []
+        parents = {os.getpid()} | ({c.pid} if c.pid else set())
+        assert [pid for pid, ppid in procs.zombies() if ppid in parents] == []
         if self.wrapper is not None:
             assert self.wrapper.leftovers() == []
 
@@ -209,6 +178,18 @@ def delete_in_flight(s: Scene, code: int) -> subprocess.Popen:
     return client
 
 
+def exited_while_down(s: Scene, code: int) -> tuple[ctrout.TaskRow, int]:
+    """Run the container, SIGKILL containerd, let the init exit ``code`` and give the shim a second to reap it
+    and fail to publish it; containerd stays down. Returns the task's row from before, and its shim's pid."""
+    row = s.run(*wait_for_file_then_exit("init-go", code))
+    shim = s.shim()
+    s.c.crash()
+    (s.rootfs / "tmp" / "init-go").touch()
+    wait_until("the init to exit", lambda: not procs.alive(row.pid))
+    time.sleep(1)
+    return row, shim
+
+
 # -- 1. containerd SIGKILLed and restarted ---------------------------------------------------------------------
 
 def keeps_stopped_tasks(c: PrivateContainerd) -> bool:
@@ -223,7 +204,7 @@ def restarted_after_kill_at_create(s: Scene) -> None:
     """Created, not started: after the restart the task is CREATED with its pid, starts, and exits with its code."""
     c = s.c
     pid = create_only(s, *trap_init(7))
-    shim, fds = s.shim(), fd_profile(s.shim())
+    shim, fds = s.shim(), procs.fd_profile(s.shim())
     c.crash()
     c.start()
     assert task_row(c, s.cid) == ctrout.TaskRow(s.cid, pid, "CREATED")
@@ -238,7 +219,7 @@ def restarted_after_kill_at_exec(s: Scene) -> None:
     delete --exec-id exits with it), its stdio is closed in the shim, and the init still exits with its code."""
     c = s.c
     s.run(*trap_init(8))
-    shim, fds = s.shim(), fd_profile(s.shim())
+    shim, fds = s.shim(), procs.fd_profile(s.shim())
     client = start(c, "task", "exec", "--exec-id", "long", s.cid, *wait_for_file_then_exit("exec-go", 6))
     exec_pid = exec_running(c, s.cid, "long")
     c.crash()
@@ -275,12 +256,7 @@ def restarted_after_kill_at_exit(s: Scene) -> None:
     restart ``ctr task rm`` reports the status on 1.6; 1.7+ drops the task at load (keeps_stopped_tasks), so the
     status is lost there, with runc.v2 as with pyshim."""
     c = s.c
-    row = s.run(*wait_for_file_then_exit("init-go", 5))
-    shim = s.shim()
-    c.crash()
-    (s.rootfs / "tmp" / "init-go").touch()
-    wait_until("the init to exit", lambda: not procs.alive(row.pid))
-    time.sleep(1)  # the shim reaps the exit and tries to publish it
+    row, shim = exited_while_down(s, 5)
     assert procs.alive(shim)
     c.start()
     if keeps_stopped_tasks(c):
@@ -318,12 +294,7 @@ def test_shim_killed(scene, point):
     elif point == "delete":
         client = delete_in_flight(s, 9)
     if point == "exit":
-        row = s.run(*wait_for_file_then_exit("init-go", 5))
-        shim = s.shim()
-        c.crash()
-        (s.rootfs / "tmp" / "init-go").touch()
-        wait_until("the init to exit", lambda: not procs.alive(row.pid))
-        time.sleep(1)  # the shim reaps the exit and tries to publish it
+        _, shim = exited_while_down(s, 5)
         os.kill(shim, signal.SIGKILL)
         c.start()
         assert task_row(c, s.cid) is None
@@ -723,7 +694,7 @@ def enospc_exec(s: Scene) -> None:
     c = s.c
     s.run(*trap_init(3))
     shim = s.shim()
-    fds = fd_profile(shim)
+    fds = procs.fd_profile(shim)
     filler = fill(c.state)
     res = c.ctr("task", "exec", "--exec-id", "x1", s.cid, "/bin/sleep", "1234", check=False)
     assert res.returncode != 0 and "did not terminate successfully: exit status 255" in res.stderr, res

@@ -8,8 +8,10 @@ Rules:
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -208,6 +210,30 @@ def cgroups_below(name: str) -> list[str]:
             found += [str(Path(dirpath).relative_to(top)) for dirpath, _dirs, _files in os.walk(top)
                       if Path(dirpath) != top]
     return found
+
+
+def cgroup_dirs(namespace: str, cid: str) -> list[Path]:
+    """The cgroup directories ``/<namespace>/<cid>`` (where ctr puts a container) that exist, in every hierarchy."""
+    tops = [CGROUP_ROOT] + [d for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink()]
+    return [top / namespace / cid for top in tops if (top / namespace / cid).is_dir()]
+
+
+def fd_profile(pid: int) -> collections.Counter:
+    """What ``pid`` holds open, by kind: a path, or ``socket``/``pipe``/``anon_inode:...`` without inode numbers."""
+    kinds: collections.Counter = collections.Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kinds[re.sub(r":\[\d+\]$", "", target)] += 1
+    return kinds
+
+
+def fds_grown(before: collections.Counter, after: collections.Counter) -> dict[str, tuple[int, int]]:
+    """Kinds of descriptors ``after`` holds more of than ``before`` ({kind: (before, after)}): a connection that
+    closed and reopened is the same count, a descriptor left open is one more."""
+    return {k: (before[k], n) for k, n in after.items() if n > before[k]}
 
 
 def remove_cgroups(name: str) -> list[str]:
