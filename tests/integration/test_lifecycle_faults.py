@@ -63,6 +63,11 @@ def shims(c: PrivateContainerd) -> list[procs.Proc]:
     return [p for p in procs.shims_of(c.address) if "-id" in p.argv]
 
 
+def zombies_of(*parents: int) -> list[int]:
+    """Zombie children of ``parents`` (a shim reaps its container's processes and its runtime's helpers)."""
+    return [pid for pid, ppid in procs.zombies() if ppid in parents]
+
+
 def shim_fds_grown(s: "Scene", shim: int, before: collections.Counter) -> dict[str, tuple[int, int]]:
     """``fds_grown`` of the shim ``shim`` of ``s`` since ``before``. runc.v2 of containerd 2.x (Go's os.Process)
     keeps a pidfd of processes it ran after they are gone (one more per exec here): not counted for it."""
@@ -120,8 +125,7 @@ class Scene:
         assert not [m for m in procs.mounts_under(c.root, c.run_dir) if cid in m]
         assert not (c.runc_root / cid).exists()
         wait_until(f"{cid}'s bundle to go", lambda: not c.bundle(cid).exists(), 10)
-        parents = {os.getpid()} | ({c.pid} if c.pid else set())
-        assert [pid for pid, ppid in procs.zombies() if ppid in parents] == []
+        assert zombies_of(os.getpid(), *([c.pid] if c.pid else [])) == []
         if self.wrapper is not None:
             assert self.wrapper.leftovers() == []
 
@@ -230,6 +234,7 @@ def restarted_after_kill_at_exec(s: Scene) -> None:
     res = c.ctr("task", "delete", "--exec-id", "long", s.cid, check=False)
     assert res.returncode == 6, res.stderr
     assert shim_fds_grown(s, shim, fds) == {}, "the exec's stdio is still open in the shim"
+    assert zombies_of(shim) == []
     stopped_with(s, 8)
 
 
@@ -346,6 +351,9 @@ def hung(s: Scene, op: str, *ctr_args: str, call=None) -> str:
     assert "deadline exceeded" in text, text  # DEADLINE_EXCEEDED, as containerd's errdefs words it
     # the whole process group got the signal before the call failed; give its members a moment to die
     wait_until("the hung runtime call and the helper it forked to be stopped", lambda: not s.wrapper.leftovers(), 3)
+    if task_row(s.c, s.cid) is not None:  # the helper was reparented to the shim (a subreaper): it reaps it
+        shim = s.shim()
+        wait_until("the shim to reap the hung runtime call", lambda: not zombies_of(shim), 3)
     return text
 
 
@@ -638,15 +646,36 @@ def listing(s: Scene) -> list[str]:
     return (s.tmp / "bundle-after-start").read_text().split()
 
 
+def leaked_by_containerd(s: Scene, daemons: list[procs.Proc], sockets: list[Path]) -> None:
+    """containerd failed its own write after the runc.v2 shim's start and left that shim running: in most runs it
+    is still there seconds later, in some it is gone by then (about 1 run in 4 with either version, seen while
+    writing this test); remove it and its sockets, which containerd never will."""
+    assert s.runtime == RUNC
+    time.sleep(3)  # longer than pyshim's daemon waits in the same case
+    procs.kill_all([p for p in daemons if procs.alive(p.pid)])
+    for path in sockets:
+        path.unlink(missing_ok=True)
+
+
+def started_shims(s: Scene) -> tuple[list[procs.Proc], list[Path]]:
+    """The container's shim processes, and its sockets in /run/containerd/s."""
+    return ([p for p in shims(s.c) if s.cid in p.argv],
+            [p for p in s.c.computed_shim_sockets(s.cid) if p.exists()])
+
+
 def enospc_start(s: Scene) -> None:
     """The shim cannot write ``./address``: start fails naming the file, and leaves neither it nor its temporary
-    file (runc.v2 of 1.x leaves ``.address``; 2.x's writes none); no daemon, no socket."""
+    file, no daemon and no socket. runc.v2 of 1.x leaves ``.address``; runc.v2 of 2.x writes nothing in start, so
+    containerd's own ``shim-binary-path`` is the write that fails, as in ``enospc_after_start``."""
     fill_at(s, "start")
     res = s.c.ctr("run", "-d", *s.runtime_args(), s.ref, s.cid, *trap_init(3), check=False)
     assert res.returncode != 0 and "no space left on device" in res.stderr.lower(), res
     left = set(listing(s)) - {"config.json", "log", "rootfs", "work"}
-    if s.runtime == RUNC:
-        assert left == ({".address"} if s.c.dist.version.startswith("1.") else set()), left
+    if s.runtime == RUNC and s.c.dist.version.startswith("1."):
+        assert left == {".address"}, left
+    elif s.runtime == RUNC:
+        assert left == set() and "shim-binary-path: no space left on device" in res.stderr, (res.stderr, left)
+        leaked_by_containerd(s, *started_shims(s))
     else:
         assert "/.address'" in res.stderr and left == set(), (res.stderr, left)
 
@@ -654,19 +683,14 @@ def enospc_start(s: Scene) -> None:
 def enospc_after_start(s: Scene) -> None:
     """containerd cannot write its own file after the shim started (1.6 shim-binary-path, 2.x bootstrap.json):
     it fails the task, removes the bundle, and never shuts the started shim down nor runs its ``delete``.
-    pyshim's daemon leaves when no Create came within PYSHIM_UNUSED_EXIT (2 s here), unlinking its socket.
-    runc.v2's has nothing of the kind: in most runs it is still there 3 s later (then the test removes it and its
-    socket), in some it is gone by then (1 run in 4 with either version, seen while writing this test)."""
+    pyshim's daemon leaves when no Create came within PYSHIM_UNUSED_EXIT (2 s here), unlinking its socket;
+    runc.v2's has nothing of the kind (``leaked_by_containerd``)."""
     fill_at(s, "create", leave=state_writes_after_start(s.c) - 1)
     res = s.c.ctr("run", "-d", *s.runtime_args(), s.ref, s.cid, *trap_init(3), check=False)
     assert res.returncode != 0 and "no space left on device" in res.stderr, res
-    daemons = [p for p in shims(s.c) if s.cid in p.argv]
-    sockets = [p for p in s.c.computed_shim_sockets(s.cid) if p.exists()]
+    daemons, sockets = started_shims(s)
     if s.runtime == RUNC:
-        time.sleep(3)  # longer than pyshim's daemon waits here
-        procs.kill_all([p for p in daemons if procs.alive(p.pid)])
-        for path in sockets:
-            path.unlink(missing_ok=True)
+        leaked_by_containerd(s, daemons, sockets)
     else:
         assert len(daemons) == 1, daemons
         wait_until("the unused pyshim daemon to exit", lambda: not procs.alive(daemons[0].pid), 10)

@@ -331,7 +331,7 @@ class PrivateContainerd:
             if root.exists():
                 shutil.rmtree(root, ignore_errors=True)
         problems += procs.remove_cgroups(self.namespace)
-        if self.state_size:
+        if self.state_size and str(self.state) in procs.mounts_under(self.state):  # not if force-cleaned above
             problems += procs.unmount([str(self.state)])
         for d in (self.root, self.run_dir):
             if d.exists() and not procs.mounts_under(d):
