@@ -48,7 +48,6 @@ from .e2e_helpers import (FLOOD, PYSHIM, RUNC, EventStream, cgroup_pids, cleanup
 from .harness import ctrout, procs
 from .harness.daemon import PrivateContainerd
 from .harness.runtime_wrapper import RuntimeWrapper
-from .test_sharing import daemon_of
 
 POINTS = ("create", "exec", "delete", "exit")
 
@@ -65,7 +64,7 @@ def shims(c: PrivateContainerd) -> list[procs.Proc]:
 
 def zombies_of(*parents: int) -> list[int]:
     """Zombie children of ``parents`` (a shim reaps its container's processes and its runtime's helpers)."""
-    return [pid for pid, ppid in procs.zombies() if ppid in parents]
+    return [p.pid for p in procs.zombies(set(parents))]
 
 
 def shim_fds_grown(s: "Scene", shim: int, before: collections.Counter) -> dict[str, tuple[int, int]]:
@@ -112,7 +111,7 @@ class Scene:
         return self.c.bundle(self.cid) / "rootfs"
 
     def shim(self) -> int:
-        return daemon_of(self.c, self.cid)
+        return self.c.shim_daemon(self.cid)
 
     def assert_gone(self) -> None:
         """Nothing of the container is left (module docstring)."""

@@ -47,17 +47,6 @@ def all_processes() -> list[Proc]:
     return procs
 
 
-def zombies() -> list[tuple[int, int]]:
-    """(pid, parent pid) of every zombie (state Z) on the machine."""
-    found = []
-    for entry in os.listdir("/proc"):
-        stat = _read(f"/proc/{entry}/stat") if entry.isdigit() else None
-        fields = stat.rsplit(b")", 1)[-1].split() if stat else []
-        if fields[:1] == [b"Z"]:
-            found.append((int(entry), int(fields[1])))
-    return found
-
-
 def shims_of(grpc_address: str) -> list[Proc]:
     """Shim processes (start, delete or daemon) that were given ``-address <grpc_address>``."""
     found = []
