@@ -55,13 +55,17 @@ from tests.prereq import unavailable
 from ttrpc import blocking
 from ttrpc.status import Code, StatusError
 
-from .conftest import import_image, new_id
+from .conftest import _versions, import_image, new_id
 from .e2e_helpers import (FLOOD, PYSHIM, cgroup_pids, cleanup, ctr_bytes, deleted_status, finish,
                           flood_then_kill_reader, idle_cpu, start, task_row, trap_init, wait_status, wait_until)
 from .harness import ctrout, procs
 from .harness.daemon import PrivateContainerd
 from .harness.runtime_wrapper import RuntimeWrapper
 from .test_sharing import started_daemons
+
+# On 1.6.20 and 2.1.9 (the isolation is the daemon's, not containerd's: the oldest and a 2.x version).
+pytestmark = pytest.mark.parametrize("containerd_version", [v for v in _versions() if v in ("1.6.20", "2.1.9")],
+                                     indirect=True, ids=lambda v: f"containerd-{v}")
 
 DIST = "pyshim-faults"
 FAULT = "io.pyshim.test.fault"
