@@ -76,6 +76,19 @@ class FsDir:
                 found[int(words[3])] = (words[4], words[5])
         return found
 
+    def server_of(self, daemon: int) -> int:
+        """The live server whose log names ``daemon`` as one of its daemons (0 if none): a directory may hold one
+        server per manager (protocol.key), e.g. the example shims' beside pyshim's."""
+        for log in self.files("log"):
+            words = (line.split() for line in log.read_text(errors="replace").splitlines())
+            if any(len(w) >= 4 and w[2] == "daemon" and w[3] == str(daemon) for w in words):
+                try:
+                    pid = int(log.with_suffix(".pid").read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    return 0
+                return pid if pid in self.servers() else 0
+        return 0
+
     def wait_serving(self, timeout: float = 60.0, zygotes: int = 1) -> int:
         """The server's pid once it serves with at least ``zygotes`` zygotes waiting."""
         def ready():

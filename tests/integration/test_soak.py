@@ -42,7 +42,7 @@ def test_churn_leaves_nothing_and_grows_nothing(containerd_factory, pyshim_binar
     assert soak.leaked == [], soak.leaked
     assert soak.churn.done == CHURN
     if mode == "ungrouped" and not soak.watched:
-        pytest.fail(f"no single fork server in {forkserver.directory} to watch: {forkserver.servers()}")
+        pytest.fail(f"no fork server in {forkserver.directory} names the anchor's daemon: {forkserver.servers()}")
     assert after["fds"] == before["fds"], (before, after)
     assert after["threads"] == before["threads"], (before, after)
     assert after["rss"] - before["rss"] <= RSS_SLACK_KIB, (before, after)

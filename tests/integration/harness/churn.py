@@ -204,8 +204,8 @@ class Soak:
         try:
             Churn(self.c, self.runtime, self.ref, flags).run(self.warmup)  # also brings the fork server up
             if self.mode == "ungrouped":
-                servers = self.forkserver.servers() if self.forkserver is not None else []
-                self.watched = servers[0] if len(servers) == 1 else 0
+                server_of = self.forkserver.server_of if self.forkserver is not None else None
+                self.watched = server_of(self.c.shim_daemon(anchor)) if server_of else 0
             else:
                 self.watched = self.c.shim_daemon(anchor)
             self.churn = Churn(self.c, self.runtime, self.ref, flags, daemon=self.watched, every=self.every)
