@@ -13,16 +13,23 @@ Lifecycle (containerd ``pkg/process/io.go`` and ``init.go`` at v1.6.20, runc ``d
    gone too. In terminal mode stdin EOF hangs the tty up, as upstream does: the output copy drains what is
    buffered and stops, then the master is closed.
 4. `drain` (after the process exit was reaped, before TaskExit is published) waits for the output copies to
-   finish, bounded; the last byte is in the client's FIFO, and the writer closed, when it returns True.
+   finish, bounded; the last byte is in the client's FIFO, and the writer closed, when it returns True. It
+   then waits, bounded by READ_WAIT, until the client has read its FIFOs empty (FIONREAD on our kept reader):
+   a containerd client (ctr) opens its FIFOs in a goroutine and, once the exit reaches it, cancels an open that
+   has not yet been marked done, losing everything in the FIFO (containerd/fifo ``openFifo``); a client that is
+   reading can no longer lose it. A client that went away (``ctr run -d``) delays the exit by READ_WAIT.
 5. `aclose` (delete): cancels the copies, closes every fd and the console socket, stops the logger.
 Ownership: the ProcessIO owns all fds (FdOwner); a copy task closes its own stream's fds when the stream ends
 (that is how the client sees EOF); `aclose` closes the rest.
 """
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import os
 import stat
+import termios
 
 import trio
 
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # upstream bounds the console hand-over and FIFO opens after create by 30 s
 STOP_COPIES_TIMEOUT = 5.0
+READ_WAIT = 1.0  # drain: at most this long for the client to read what is left in its FIFOs (module docstring)
 
 
 class ProcessIO:
@@ -64,6 +72,7 @@ class ProcessIO:
         self._scope = trio.CancelScope()
         self._pending_outputs = 0
         self._outputs_done = trio.Event()
+        self._unread: list[Fd] = []  # kept readers of output FIFOs whose copy ended: closed once the client read
         self._copies_done = trio.Event()
         self._running = False  # _run entered: _copies_done will be set
         self._state = "prepared"
@@ -252,7 +261,7 @@ class ProcessIO:
             if dst is not None:
                 dst.release()  # the client sees EOF once the last writer is gone
             if keep is not None:
-                keep.close()
+                self._unread.append(keep)  # drain closes it once the client has read the FIFO (module doc)
             self._pending_outputs -= 1
             if self._pending_outputs == 0:
                 self._outputs_done.set()
@@ -290,9 +299,30 @@ class ProcessIO:
         if self._state != "running":
             return True
         self._stop.set()
-        with trio.move_on_after(timeout):
+        deadline = trio.current_time() + timeout
+        with trio.move_on_at(deadline):
             await self._outputs_done.wait()
-        return self._outputs_done.is_set()
+        if not self._outputs_done.is_set():
+            return False
+        await self._wait_read(min(deadline, trio.current_time() + READ_WAIT))
+        return True
+
+    async def _wait_read(self, deadline: float) -> None:
+        """Until ``deadline``, poll our kept readers until the client has read each FIFO empty; then close them."""
+        pause = 0.002
+        while self._unread:
+            keep = self._unread[0]
+            if keep.closed or _unread_bytes(keep.fileno) == 0:
+                self._unread.pop(0).close()
+                continue
+            if trio.current_time() >= deadline:
+                log.info("container %s: the client left %d bytes unread in its FIFO", self._id,
+                         _unread_bytes(keep.fileno))
+                break
+            await trio.sleep(min(pause, max(0.0, deadline - trio.current_time())))
+            pause = min(pause * 2, 0.05)
+        while self._unread:
+            self._unread.pop().close()
 
     async def aclose(self) -> None:
         """Step 5: stop the copies, close every descriptor, stop the logger. Idempotent, shielded."""
@@ -309,6 +339,16 @@ class ProcessIO:
             self._fds.close_all()
             if self._logger is not None:
                 await self._logger.stop()
+
+
+def _unread_bytes(fd: int) -> int:
+    """Bytes waiting in the pipe ``fd`` reads from (0 when it cannot be told)."""
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return buf[0]
 
 
 def _chown(uid: int, gid: int, *fds: Fd) -> None:

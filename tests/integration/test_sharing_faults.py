@@ -28,12 +28,10 @@ The faults (tests/plugins/pyshim-faults picks its container by the annotation io
 At the end of each test the daemon, left without tasks, must exit after its idle_timeout: nothing of the faulty
 container holds it.
 
-Where isolation does not hold yet (these tests fail until the daemon is fixed):
-- a Create that fails (killed runtime call, hung create cancelled) leaves the container's reservation in the
-  daemon for RESERVATION_TTL (shim/occupancy.py ``Occupancy._wrapped`` restores it): its place stays taken and
-  the daemon stays up that long after its last task (test_a_killed_runtime_call_...[create], test_hung_creates_...);
-- hung creates hold the daemon's create limiter (shim/runc/task/tasks.py ``Tasks.create``, ``self._creates``)
-  without a deadline: CREATE_LIMIT of them block every other container's create (test_hung_creates_...).
+Two of these failed until the daemon was fixed, and guard it now: a Create that fails (killed runtime call,
+hung create cancelled) frees its reservation at once (shim/occupancy.py), so its place is free and the daemon
+leaves after its last task; and a hung create holds the daemon's create limiter for at most CREATE_SLOT_HOLD
+seconds (shim/runc/task/tasks.py), so CREATE_LIMIT hung creates cannot block every other container's create.
 """
 from __future__ import annotations
 

@@ -73,6 +73,51 @@ async def test_drain_is_bounded_while_a_process_still_holds_stdout(tmp_path, nur
         os.close(client)
 
 
+async def test_drain_waits_until_a_late_client_has_read_its_fifo(tmp_path, nursery) -> None:
+    """ctr's race (process_io docstring): the client's open of its FIFO is marked done late; the exit must not be
+    released (drain returning) before the client has read what the process wrote."""
+    with trio.fail_after(TIMEOUT):
+        (out_path,) = fifos(tmp_path, "stdout")
+        pio = await ProcessIO.prepare(StdioConfig("", out_path, ""), container_id="c1", namespace="ns")
+        box = Container(pio)
+        await pio.start(nursery)
+        await write_all(box.stdout, b"exec-16\n")
+        box.close()
+        got = bytearray()
+
+        async def late_client() -> None:
+            await trio.sleep(0.3)
+            fd = os.open(out_path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                await read_into(fd, got)
+            finally:
+                os.close(fd)
+
+        nursery.start_soon(late_client)
+        began = trio.current_time()
+        assert await pio.drain(2) is True
+        assert trio.current_time() - began >= 0.25  # it waited for the reader...
+        assert bytes(got) == b"exec-16\n"  # ...until the reader had it all
+        await pio.aclose()
+
+
+async def test_drain_waits_at_most_read_wait_for_a_client_that_is_gone(tmp_path, nursery, monkeypatch) -> None:
+    monkeypatch.setattr("shim.io.process_io.READ_WAIT", 0.3)
+    with trio.fail_after(TIMEOUT):
+        (out_path,) = fifos(tmp_path, "stdout")
+        pio = await ProcessIO.prepare(StdioConfig("", out_path, ""), container_id="c1", namespace="ns")
+        box = Container(pio)
+        await pio.start(nursery)
+        await write_all(box.stdout, b"nobody reads this\n")
+        box.close()
+        began = trio.current_time()
+        assert await pio.drain(5) is True
+        assert 0.25 <= trio.current_time() - began < 2
+        held = [fd for fd in os.listdir("/proc/self/fd") if fd_target(fd) == out_path]
+        assert held == []  # our kept reader is closed once drain gave up on the client
+        await pio.aclose()
+
+
 async def test_stdin_keep_alive_and_close_stdin(tmp_path, nursery) -> None:
     with trio.fail_after(TIMEOUT):
         (in_path,) = fifos(tmp_path, "stdin")
