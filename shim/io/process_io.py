@@ -4,9 +4,11 @@ Lifecycle (containerd ``pkg/process/io.go`` and ``init.go`` at v1.6.20, runc ``d
 1. `prepare` (before runtime create/exec): pipes for the requested streams (container ends fchown'ed to
    io_uid/io_gid), or a started and ready binary logger, or a console socket. `runtime_stdio` are the fds to
    give the runtime as 0/1/2 (None = /dev/null, or captured output at the caller's choice in terminal mode).
+   The client's output FIFOs are opened here already, reader first (our own O_RDONLY|O_NONBLOCK handle, then
+   O_WRONLY, which cannot block once a reader exists): the client's own open of them completes while the
+   runtime runs, long before the exit (see 4.; upstream opens an exec's only after `runc exec`).
 2. `start` (after the runtime command returned): closes the shim's copies of the container ends, receives the
-   pty master, opens the client's FIFOs reader first (our own O_RDONLY|O_NONBLOCK handle, then O_WRONLY, which
-   cannot block once a reader exists) and starts the copies in the caller's nursery under a scope we own.
+   pty master, opens the client's stdin FIFO and starts the copies in the caller's nursery under a scope we own.
    Output FIFOs keep our read handle so the client may detach without the copy seeing EPIPE; a FIFO stdin gets
    a keep-alive writer so a client reopening its writer does not end the container's stdin.
 3. `close_stdin` (CloseIO) drops the keep-alive; EOF then reaches the container once the client's writer is
@@ -66,6 +68,7 @@ class ProcessIO:
         self._err_r: Fd | None = None
         self._tty_out: Fd | None = None  # terminal + binary: our end of the pipe to the logger's fd 3
         self._master: Fd | None = None
+        self._early: dict[str, tuple[Fd, Fd | None]] = {}  # label -> (writer, kept reader) opened by prepare
         self._keepalive: Fd | None = None
         self._stdin_closed = False
         self._stop = StopSignal()  # tty output: stop at the first "nothing readable" (exit or hang-up)
@@ -97,6 +100,12 @@ class ProcessIO:
         if p.mode is Mode.NULL:
             return
         self._check_paths()
+        if p.mode in (Mode.TERMINAL, Mode.PIPES):
+            for out, label in ((p.stdout, "stdout"), (p.stderr, "stderr")):
+                if p.mode is Mode.TERMINAL and label == "stderr":
+                    break  # the tty merges both streams into stdout
+                if out.sink is Sink.PATH and _is_fifo(out.path):
+                    self._early[label] = self._open_output(out, label, {})
         if p.mode is Mode.TERMINAL:
             self._console = ConsoleSocket.create()
             self.console_socket_path = self._console.path
@@ -190,7 +199,7 @@ class ProcessIO:
         elif p.mode is Mode.PIPES:
             for src, out, label in ((self._out_r, p.stdout, "stdout"), (self._err_r, p.stderr, "stderr")):
                 if src is not None:
-                    outputs.append((src, *self._open_output(out, label, shared), label))
+                    outputs.append((src, *self._output(out, label, shared), label))
             if self._stdin_w is not None:
                 inputs.append((self._open_stdin(p.stdin), self._stdin_w, "stdin"))
         return outputs, inputs
@@ -201,7 +210,11 @@ class ProcessIO:
             return self._tty_out, None
         if out.sink is Sink.NONE:
             return None, None  # nobody wants the output; keep reading so the tty never fills up
-        return self._open_output(out, "stdout", shared)
+        return self._output(out, "stdout", shared)
+
+    def _output(self, out: Output, label: str, shared: dict[str, Fd]) -> tuple[Fd, Fd | None]:
+        """(writer, kept reader): the FIFO prepare opened, or ``out`` opened now."""
+        return self._early.pop(label, None) or self._open_output(out, label, shared)
 
     def _open_output(self, out: Output, label: str, shared: dict[str, Fd]) -> tuple[Fd, Fd | None]:
         """(writer, kept reader) for a stdout/stderr destination."""
@@ -339,6 +352,13 @@ class ProcessIO:
             self._fds.close_all()
             if self._logger is not None:
                 await self._logger.stop()
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False  # opened (and the error told) where it is used
 
 
 def _unread_bytes(fd: int) -> int:

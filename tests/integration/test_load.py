@@ -6,7 +6,9 @@ Rules:
 - 200 containers on one node (COUNT, started PARALLEL at a time, as an orchestrator would): each runs a shell that
   exits with its own code on SIGTERM; all are RUNNING with distinct pids, all get SIGTERM at once, and each
   ``/tasks/exit`` event carries that container's code, exactly once.
-- 50 concurrent execs into one container (EXECS): each prints its own id and exits with its own code.
+- 50 concurrent execs into one container (EXECS): each prints its own id and exits with its own code. An exec
+  with its code right and nothing printed is ctr's own race (harness/churn.py) and run once more; the count
+  is the junit property client_races.
 - 8 callers (CALLERS) hammer State on one connection to a grouped daemon (the runc shim's group annotation, which
   both shims honour) while containers of that group start and exit (CHURN): every call answers RUNNING for the
   steady container, every churned container's exit status arrives; the p99 of State is reported (``-s`` prints
@@ -84,21 +86,26 @@ def test_200_containers_each_exit_arrives_once_with_its_code(c, runtime):
             list(pool.map(lambda cid: cleanup(c, cid), cids))
 
 
-def test_50_concurrent_execs_into_one_container(c, runtime):
+def test_50_concurrent_execs_into_one_container(c, runtime, record_property):
     cid = new_id("execs")
     try:
         c.ctr("run", "-d", "--runtime", runtime, c.ref, cid, "/bin/sleep", "600")
         wait_until("RUNNING", lambda: running_rows(c, [cid]))
 
         def one(i: int):
-            return c.ctr("task", "exec", "--exec-id", f"x{i}", cid, "/bin/sh", "-c", f"echo exec-{i}; exit {i + 1}",
-                         check=False, timeout=120)
+            for attempt in range(2):  # once more after ctr's own race (code right, nothing printed: churn.py)
+                r = c.ctr("task", "exec", "--exec-id", f"x{i}-{attempt}", cid, "/bin/sh", "-c",
+                          f"echo exec-{i}; exit {i + 1}", check=False, timeout=120)
+                if (r.returncode, r.stdout) != (i + 1, ""):
+                    break
+            return r, attempt
 
         with ThreadPoolExecutor(EXECS) as pool:
             results = list(pool.map(one, range(EXECS)))
-        wrong = [(i, r.returncode, r.stdout, r.stderr) for i, r in enumerate(results)
+        wrong = [(i, r.returncode, r.stdout, r.stderr) for i, (r, _) in enumerate(results)
                  if (r.returncode, r.stdout) != (i + 1, f"exec-{i}\n")]
         assert wrong == []
+        record_property("client_races", sum(attempt for _, attempt in results))
     finally:
         cleanup(c, cid)
 

@@ -278,15 +278,41 @@ async def test_missing_fifo_fails_prepare_before_the_runtime_runs(tmp_path, nurs
         assert info.value.filename == missing and info.value.errno == errno.ENOENT
 
 
-async def test_fifo_gone_at_start_fails_start_and_closes_everything(tmp_path, nursery) -> None:
+async def test_stdin_fifo_gone_at_start_fails_start_and_closes_everything(tmp_path, nursery) -> None:
     with trio.fail_after(TIMEOUT):
         in_path, out_path = fifos(tmp_path, "in", "out")
         pio = await ProcessIO.prepare(StdioConfig(in_path, out_path, ""), container_id="c1", namespace="ns")
-        os.unlink(out_path)
-        with pytest.raises(StdioOpenError, match="stdout destination") as info:
+        os.unlink(in_path)
+        os.unlink(out_path)  # prepare holds it open already: no error for it
+        with pytest.raises(StdioOpenError, match="stdin fifo") as info:
             await pio.start(nursery)
-        assert info.value.filename == out_path and info.value.errno == errno.ENOENT
+        assert info.value.filename == in_path and info.value.errno == errno.ENOENT
         await pio.aclose()
+
+
+async def test_prepare_opens_the_output_fifos_so_the_clients_open_completes_before_the_runtime(tmp_path,
+                                                                                                 nursery) -> None:
+    """A client opening its FIFOs as ctr does (a blocking open in the background) is through it by the time the
+    runtime runs, so its open cannot still be pending when the exit reaches it (process_io docstring, 1. and 4.)."""
+    with trio.fail_after(TIMEOUT):
+        out_path, err_path = fifos(tmp_path, "out", "err")
+        opening = [BlockingOpen(nursery, p, os.O_RDONLY) for p in (out_path, err_path)]
+        await trio.sleep(0.05)
+        pio = await ProcessIO.prepare(StdioConfig("", out_path, err_path), container_id="c1", namespace="ns")
+        client_out, client_err = [await o.result() for o in opening]  # before start: the runtime has not run
+        box = Container(pio)
+        await pio.start(nursery)
+        await write_all(box.stdout, b"out\n")
+        await write_all(box.stderr, b"err\n")
+        box.close()
+        got_out, got_err = bytearray(), bytearray()
+        nursery.start_soon(read_into, client_out, got_out)
+        nursery.start_soon(read_into, client_err, got_err)
+        assert await pio.drain(5)
+        assert (bytes(got_out), bytes(got_err)) == (b"out\n", b"err\n")
+        await pio.aclose()
+        os.close(client_out)
+        os.close(client_err)
 
 
 async def test_stdin_from_a_regular_file(tmp_path, nursery) -> None:

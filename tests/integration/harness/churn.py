@@ -9,8 +9,10 @@ Rules:
   what it should raises ChurnError.
 - ``ctr task exec`` sometimes prints nothing of an exec's output (code right, stdout empty) when the machine is
   busy, with containerd's Go shim as with pyshim: 9 and 5 of 400 execs into one container, six at a time beside
-  two CPU hogs, on containerd 1.6.20 (the client's race, not a shim's). Such an exec is counted as a client race
-  and run once more; a second empty output is an error.
+  two CPU hogs, on containerd 1.6.20 (the client's race, not a shim's: ctr cancels its FIFO's open once the
+  exit reaches it, and a goroutine that has not yet marked the open done loses the output; shim/io/process_io.py
+  narrows it to a client stalled for a second). Such an exec is counted as a client race and run once more; a
+  second empty output is an error.
 - A footprint is what a leak would make grow: open descriptors, threads and resident memory (KiB) of one process.
 - Slopes are least-squares fits over the samples, per 1,000 lifecycles; a leak shows as a steady slope, while
   noise (CPython keeping freed memory in its arenas) shows as a step at the start, hence the warm-up.
