@@ -4,9 +4,15 @@ Lifecycle (containerd ``pkg/process/io.go`` and ``init.go`` at v1.6.20, runc ``d
 1. `prepare` (before runtime create/exec): pipes for the requested streams (container ends fchown'ed to
    io_uid/io_gid), or a started and ready binary logger, or a console socket. `runtime_stdio` are the fds to
    give the runtime as 0/1/2 (None = /dev/null, or captured output at the caller's choice in terminal mode).
-   The client's output FIFOs are opened here already, reader first (our own O_RDONLY|O_NONBLOCK handle, then
-   O_WRONLY, which cannot block once a reader exists): the client's own open of them completes while the
-   runtime runs, long before the exit (see 4.; upstream opens an exec's only after `runc exec`).
+   The client's output FIFOs are opened here already, and only once the client's reader is there: O_WRONLY|
+   O_NONBLOCK fails with ENXIO until some reader has the FIFO open, so it is retried (at most READER_WAIT s)
+   until the client's own open is in the kernel; our open then completes it (upstream's blocking O_WRONLY open
+   waits the same way). Our own O_RDONLY|O_NONBLOCK handle comes after. A client whose open came only after our
+   writer was gone would block in it for good: ctr 2.x's `task exec` waits for its FIFO copies without
+   cancelling their opens, and hung so when an exec printed nothing on stderr. Opening before the runtime runs
+   also gives the client the whole runtime call to complete its open before the exit (see 4.; upstream opens an
+   exec's only after `runc exec`). A client with no reader after READER_WAIT gets today's handles anyway (our
+   reader, then the writer) and a warning: what the process writes waits in the FIFO for a reader.
 2. `start` (after the runtime command returned): closes the shim's copies of the container ends, receives the
    pty master, opens the client's stdin FIFO and starts the copies in the caller's nursery under a scope we own.
    Output FIFOs keep our read handle so the client may detach without the copy seeing EPIPE; a FIFO stdin gets
@@ -27,6 +33,7 @@ Ownership: the ProcessIO owns all fds (FdOwner); a copy task closes its own stre
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import logging
 import os
@@ -45,6 +52,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # upstream bounds the console hand-over and FIFO opens after create by 30 s
 STOP_COPIES_TIMEOUT = 5.0
+READER_WAIT = 10.0  # prepare: at most this long for the client's reader of an output FIFO (module docstring)
 READ_WAIT = 1.0  # drain: at most this long for the client to read what is left in its FIFOs (module docstring)
 
 
@@ -105,7 +113,7 @@ class ProcessIO:
                 if p.mode is Mode.TERMINAL and label == "stderr":
                     break  # the tty merges both streams into stdout
                 if out.sink is Sink.PATH and _is_fifo(out.path):
-                    self._early[label] = self._open_output(out, label, {})
+                    self._early[label] = await self._open_output_fifo(out.path, label)
         if p.mode is Mode.TERMINAL:
             self._console = ConsoleSocket.create()
             self.console_socket_path = self._console.path
@@ -215,6 +223,28 @@ class ProcessIO:
     def _output(self, out: Output, label: str, shared: dict[str, Fd]) -> tuple[Fd, Fd | None]:
         """(writer, kept reader): the FIFO prepare opened, or ``out`` opened now."""
         return self._early.pop(label, None) or self._open_output(out, label, shared)
+
+    async def _open_output_fifo(self, path: str, label: str) -> tuple[Fd, Fd]:
+        """(writer, kept reader) of an output FIFO, the writer opened once the client's reader is there."""
+        deadline = trio.current_time() + READER_WAIT
+        pause = 0.001
+        while True:
+            try:
+                writer = self._fds.open(path, os.O_WRONLY | os.O_NONBLOCK, f"{label} fifo")
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise StdioOpenError.wrap(f"{label} destination", path, exc) from exc
+            if trio.current_time() >= deadline:
+                log.warning("container %s: nobody reads %s after %.0f s; its output waits in the FIFO", self._id,
+                            path, READER_WAIT)
+                return self._open_output(Output(Sink.PATH, path), label, {})
+            await trio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        try:
+            return writer, self._fds.open(path, os.O_RDONLY | os.O_NONBLOCK, f"{label} fifo (kept reader)")
+        except OSError as exc:
+            raise StdioOpenError.wrap(f"{label} destination", path, exc) from exc
 
     def _open_output(self, out: Output, label: str, shared: dict[str, Fd]) -> tuple[Fd, Fd | None]:
         """(writer, kept reader) for a stdout/stderr destination."""

@@ -2,7 +2,10 @@
 
 The test plays both other parties: the runtime/container (it keeps dups of `runtime_stdio`, as the container
 process would, before `start` closes the shim's copies) and the client (it mkfifo's the paths and opens the
-other ends). Every test runs under fail_after and checks /proc/self/fd for leaks.
+other ends). Every test runs under fail_after and checks /proc/self/fd for leaks. Most open their client ends
+after `prepare`, which then waits READER_WAIT for a reader of each output FIFO and opens it without one: that
+wait is cut short here (test_io_support.short_reader_wait); the tests of the wait itself open their ends first,
+as ctr does.
 """
 from __future__ import annotations
 
@@ -14,19 +17,22 @@ import pytest
 import trio
 
 from shim.io import ProcessIO, StdioConfig, StdioOpenError, UnsupportedStdioError
+from shim.io import process_io
 from tests.trio.test_io_support import (TIMEOUT, BlockingOpen, Container, fd_target, fifos, no_fd_leaks,  # noqa: F401
+                                        short_reader_wait,  # noqa: F401 (autouse fixture)
                                         read_into, read_rest_now, write_all)
+
 
 
 async def test_fifo_copies_10mb_and_drain_waits_for_the_last_byte(tmp_path, nursery) -> None:
     with trio.fail_after(TIMEOUT):
         out_path, err_path = fifos(tmp_path, "stdout", "stderr")
-        pio = await ProcessIO.prepare(StdioConfig("", out_path, err_path), container_id="c1", namespace="ns")
-        assert pio.runtime_stdio[0] is None and None not in pio.runtime_stdio[1:]
-        box = Container(pio)
         # the client opens its readers the way ctr does: a blocking open that completes once a writer exists
         opening = [BlockingOpen(nursery, p, os.O_RDONLY) for p in (out_path, err_path)]
         await trio.sleep(0.05)
+        pio = await ProcessIO.prepare(StdioConfig("", out_path, err_path), container_id="c1", namespace="ns")
+        assert pio.runtime_stdio[0] is None and None not in pio.runtime_stdio[1:]
+        box = Container(pio)
         await pio.start(nursery)
         client_out, client_err = [await o.result() for o in opening]
         payload = os.urandom(10 * 1024 * 1024)
@@ -78,6 +84,8 @@ async def test_drain_waits_until_a_late_client_has_read_its_fifo(tmp_path, nurse
     released (drain returning) before the client has read what the process wrote."""
     with trio.fail_after(TIMEOUT):
         (out_path,) = fifos(tmp_path, "stdout")
+        opening = BlockingOpen(nursery, out_path, os.O_RDONLY)
+        await trio.sleep(0.05)
         pio = await ProcessIO.prepare(StdioConfig("", out_path, ""), container_id="c1", namespace="ns")
         box = Container(pio)
         await pio.start(nursery)
@@ -85,9 +93,9 @@ async def test_drain_waits_until_a_late_client_has_read_its_fifo(tmp_path, nurse
         box.close()
         got = bytearray()
 
-        async def late_client() -> None:
+        async def late_client() -> None:  # its open returned, but it reads only later (ctr's goroutine)
+            fd = await opening.result()
             await trio.sleep(0.3)
-            fd = os.open(out_path, os.O_RDONLY | os.O_NONBLOCK)
             try:
                 await read_into(fd, got)
             finally:
@@ -99,6 +107,36 @@ async def test_drain_waits_until_a_late_client_has_read_its_fifo(tmp_path, nurse
         assert trio.current_time() - began >= 0.25  # it waited for the reader...
         assert bytes(got) == b"exec-16\n"  # ...until the reader had it all
         await pio.aclose()
+
+
+async def test_prepare_waits_for_a_late_clients_open_so_it_never_blocks_after_we_are_gone(
+        tmp_path, nursery, monkeypatch) -> None:
+    """ctr 2.x hung in `task exec` when its open of the stderr FIFO came after the shim had opened and closed
+    its writer (the exec printed nothing): prepare waits until the client's open is in the kernel."""
+    monkeypatch.setattr(process_io, "READER_WAIT", 5.0)
+    with trio.fail_after(TIMEOUT):
+        out_path, err_path = fifos(tmp_path, "stdout", "stderr")
+        out_client = BlockingOpen(nursery, out_path, os.O_RDONLY)
+        late: list[BlockingOpen] = []
+
+        async def late_open() -> None:
+            await trio.sleep(0.3)
+            late.append(BlockingOpen(nursery, err_path, os.O_RDONLY))
+
+        nursery.start_soon(late_open)
+        began = trio.current_time()
+        pio = await ProcessIO.prepare(StdioConfig("", out_path, err_path), container_id="c1", namespace="ns")
+        assert trio.current_time() - began >= 0.25  # it waited for the stderr reader
+        box = Container(pio)
+        await pio.start(nursery)
+        box.close()  # exits, printing nothing
+        assert await pio.drain(5)
+        await pio.aclose()
+        with trio.fail_after(2):  # both opens completed: neither client can hang
+            fds = [await out_client.result(), await late[0].result()]
+        assert [read_rest_now(fd) for fd in fds] == [b"", b""]
+        for fd in fds:
+            os.close(fd)
 
 
 async def test_drain_waits_at_most_read_wait_for_a_client_that_is_gone(tmp_path, nursery, monkeypatch) -> None:

@@ -1,6 +1,6 @@
 """Helpers for the IO trio tests (no tests here): the client's and the container's ends, and a fd-leak check.
 
-Import `no_fd_leaks` into a test module to make it autouse there.
+Import `no_fd_leaks` and `short_reader_wait` into a test module to make them autouse there.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import select
 import pytest
 import trio
 
-from shim.io import ProcessIO
+from shim.io import ProcessIO, process_io
 
 TIMEOUT = 20
 
@@ -20,6 +20,12 @@ def no_fd_leaks():
     before = len(os.listdir("/proc/self/fd"))
     yield
     assert len(os.listdir("/proc/self/fd")) == before, "file descriptors leaked"
+
+
+@pytest.fixture(autouse=True)
+def short_reader_wait(monkeypatch):
+    """Test clients mostly open their FIFO ends after prepare: cut prepare's wait for a reader short."""
+    monkeypatch.setattr(process_io, "READER_WAIT", 0.1)
 
 
 def fifos(tmp_path, *names: str) -> list[str]:

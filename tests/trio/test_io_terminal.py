@@ -17,7 +17,7 @@ import trio
 from shim.io import ConsoleSocketError, ProcessIO, StdioConfig
 from shim.io.console import window_size
 from tests.trio.test_io_support import (TIMEOUT, BlockingOpen, fifos, no_fd_leaks,  # noqa: F401
-                                        read_into, read_rest_now, write_all)
+                                        read_into, read_rest_now, short_reader_wait, write_all)
 
 
 def hand_over_master(path: str, *, extra_fd: bool = False) -> int:
