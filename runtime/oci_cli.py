@@ -175,8 +175,10 @@ class OciCli:
             binary = found
         cursor = LogCursor.at_end(self.cfg.log_path(bundle))
         try:
+            # In the container's bundle, as the Go shim's runtime calls (its daemon's cwd): wrappers such as
+            # containerd's runc-fp read ./config.json; a shared daemon's own cwd is another container's bundle.
             result = await self._launcher.run([binary, *argv[1:]], env=env, stdin=stdin, stdout=stdout,
-                                              stderr=stderr)
+                                              stderr=stderr, cwd=bundle if os.path.isdir(bundle) else None)
         except OSError as e:
             raise RuntimeFailed(op, failure_message(op, f'exec: "{binary}": {e.strerror or e}')) from e
         if result.status != 0:

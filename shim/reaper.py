@@ -179,10 +179,6 @@ class ReaperLauncher:
         """Run ``argv`` to completion: ``stdin`` an fd to use, bytes to feed, or None (/dev/null); ``stdout`` and
         ``stderr`` fds, or None to capture both into ``RunResult.output``. Cancelling the caller terminates the
         child (TERM, KILL_GRACE, KILL) before the cancellation goes on."""
-        if cwd is not None and os.path.realpath(cwd) != os.getcwd():
-            # posix_spawn has no chdir action before Python 3.13 and a shell would cost a process;
-            # every runtime command takes absolute paths, so callers never need this.
-            raise ValueError("ReaperLauncher.run: a cwd other than the daemon's is not supported")
         parent_fds: list[int] = []  # our ends: closed when the call ends
         child_fds: list[int] = []  # the child's ends: closed right after spawn
         try:
@@ -211,7 +207,7 @@ class ReaperLauncher:
                 *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in pass_fds),
             ]
             with self._reaper.subscribe() as sub:
-                pid = _spawn(argv, env, actions, own_group=True)
+                pid = _spawn(argv, env, actions, own_group=True, cwd=cwd)
                 while child_fds:
                     os.close(child_fds.pop())
                 if feed_w is not None:
@@ -281,8 +277,26 @@ class SpawnedChild:
                 pass
 
 
-def _spawn(argv: Sequence[str], env: Mapping[str, str] | None, actions: list, own_group: bool = False) -> int:
-    """posix_spawn ``argv``; with ``own_group`` the child leads a new process group (its pgid is its pid)."""
+def _spawn(argv: Sequence[str], env: Mapping[str, str] | None, actions: list, own_group: bool = False,
+           cwd: str | None = None) -> int:
+    """posix_spawn ``argv``; with ``own_group`` the child leads a new process group (its pgid is its pid); in
+    ``cwd`` when given. posix_spawn has no chdir action before Python 3.13, so the daemon itself changes
+    directory around the (synchronous) spawn and back: no other task runs meanwhile, and its threads (stats,
+    checkpoint copies, netns) only use absolute paths."""
+    if cwd is None:
+        return _spawn_here(argv, env, actions, own_group)
+    back = os.open(".", os.O_PATH | os.O_CLOEXEC)  # also where a deleted bundle was: fchdir returns there
+    try:
+        os.chdir(cwd)
+        try:
+            return _spawn_here(argv, env, actions, own_group)
+        finally:
+            os.fchdir(back)
+    finally:
+        os.close(back)
+
+
+def _spawn_here(argv: Sequence[str], env: Mapping[str, str] | None, actions: list, own_group: bool) -> int:
     env = dict(os.environ if env is None else env)
     path = argv[0]
     if "/" not in path:

@@ -26,6 +26,29 @@ async def test_run_captures_output_and_status():
         await _with_reaper(body)
 
 
+async def test_run_in_a_cwd_and_the_daemon_stays_where_it_was(tmp_path):
+    """Runtime calls run in their container's bundle (runtime/oci_cli.py): a wrapper such as runc-fp reads
+    ./config.json; the daemon's own cwd is left as it was, even when that directory was deleted."""
+    here = tmp_path / "daemon-cwd"
+    here.mkdir()
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    old = os.open(".", os.O_PATH)
+    os.chdir(here)
+    try:
+        here.rmdir()  # a shared daemon's cwd is the first container's bundle, deleted with it
+
+        async def body(reaper, launcher):
+            res = await launcher.run(["/bin/sh", "-c", "pwd"], cwd=str(bundle))
+            assert (res.status, res.output) == (0, f"{bundle}\n".encode())
+        with trio.fail_after(10):
+            await _with_reaper(body)
+        assert os.readlink("/proc/self/cwd") == f"{here} (deleted)"
+    finally:
+        os.fchdir(old)
+        os.close(old)
+
+
 async def test_run_feeds_stdin_bytes():
     async def body(reaper, launcher):
         data = b"x" * 300_000  # more than a pipe buffer
