@@ -13,7 +13,8 @@ Rules:
   both shims honour) while containers of that group start and exit (CHURN): every call answers RUNNING for the
   steady container, every churned container's exit status arrives; the p99 of State is reported (``-s`` prints
   it, and it is a junit property), and bounded only by STATE_P99_BOUND, a hang detector, not a target.
-- Version-independent (the load is the shim's): runs on the first containerd of the run.
+- On the oldest and the newest containerd (LOAD_VERSIONS): the load is the shim's, but the client is each
+  version's ctr, and ctr 2.x's exec is where a late FIFO open hung (docs/reliability.md, Load).
 """
 from __future__ import annotations
 
@@ -26,9 +27,13 @@ import trio
 from protos import task_types_pb2, task_v2_pb2
 from ttrpc.client import open_unix_client
 
-from .conftest import import_image, new_id
+from .conftest import _versions, import_image, new_id
 from .e2e_helpers import EventStream, cleanup, runtime, wait_until  # noqa: F401  (runtime: fixture)
 from .harness import ctrout
+
+LOAD_VERSIONS = ("1.6.20", "2.4.2")
+pytestmark = pytest.mark.parametrize("containerd_version", [v for v in _versions() if v in LOAD_VERSIONS],
+                                     indirect=True, ids=lambda v: f"containerd-{v}")
 
 COUNT = 200
 PARALLEL = 16
