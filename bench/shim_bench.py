@@ -207,7 +207,7 @@ def main() -> int:
     if args.rust.exists():
         rust_bin = f"containerd-shim-{cases.RUST.split('.')[2]}-v2"
         (shim_dir / rust_bin).symlink_to(args.rust)
-        RUNTIMES["rust"] = cases.Runtime("rust", cases.RUST, rust_bin)
+        RUNTIMES["rust"] = cases.Runtime("rust", cases.RUST, rust_bin, target=args.rust.resolve().name)
     else:
         print(f"shim_bench: no Rust runc shim at {args.rust} (bench/build-rust-shim builds it): two columns",
               file=sys.stderr)

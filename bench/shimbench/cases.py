@@ -43,10 +43,12 @@ class Runtime:
     flags: tuple[str, ...] = ()   # extra ``ctr run`` flags
     shared: bool = False          # its daemons are shared (``-shared`` on their command line)
     fork_server: bool = False     # the fork server's processes count as its memory
+    target: str = ""              # the file name the link points to, when its daemons re-exec that (the Rust shim)
 
     def owns(self, argv: tuple[str, ...]) -> bool:
         """Is the shim daemon with this command line one of ours?"""
-        return any(a.rsplit("/", 1)[-1] == self.binary for a in argv) and ("-shared" in argv) == self.shared
+        names = {self.binary, self.target} - {""}
+        return any(a.rsplit("/", 1)[-1] in names for a in argv) and ("-shared" in argv) == self.shared
 
 
 def new_id(prefix: str) -> str:
