@@ -21,7 +21,9 @@ Rules (containerd ``pkg/shim/shim.go`` and ``runtime/v2/runc/manager/manager_lin
   environment, umask, limits and cgroups, the listener as fd 3. Then ``Manager.daemon_cgroup`` (if any) and
   oom_score_adj = containerd's (our parent's) + 1, clamped to [-1000, 1000] (EPERM/EACCES ignored).
 - After the daemon was spawned, any failure kills it, and the socket file and ``./address`` are removed.
-- Standard library only (critical path), and none of the modules that load enum/re (see stdlib_lite.py).
+- Standard library only (critical path), and none of the modules that load enum/re (see stdlib_lite.py). What
+  only some starts need (the 2.3+ bootstrap, options, the sharing walk, a daemon cgroup) is imported where used:
+  every module is ~0.1 ms of every container's start (bench/README.md).
 """
 
 from __future__ import annotations
@@ -34,20 +36,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from shim.manager import Manager
+    from shim.sharing import Sharing
 
 from shim import address as addr
 from shim import bundle as bundle_files
 from shim import ids
-from shim.commands import bootstrap
 from shim.flags import ShimFlags
 from shim.forkserver import client as forkserver_client
 from shim.forkserver import protocol as forkserver_proto
 from shim.forkserver.protocol import package_root
-from shim.linux.cgroup_join import join_path
-from shim import sharing
 from shim.manager import StartRequest
 from shim.stdlib_lite import SIGKILL, SIGPIPE, SIGXFSZ
-from ttrpc import wire
 
 OOM_SCORE_MIN, OOM_SCORE_MAX = -1000, 1000
 Socket = addr.Socket
@@ -198,9 +197,11 @@ def start(manager: Manager, flags: ShimFlags, options: tuple[bytes, ...],
     return new_daemon(manager, flags, request, listener, path, address)
 
 
-def start_shared(manager: Manager, flags: ShimFlags, request: StartRequest, shared: sharing.Sharing,
+def start_shared(manager: Manager, flags: ShimFlags, request: StartRequest, shared: Sharing,
                  socket_dir: str) -> str:
     """The shard walk (module rules): the address of the daemon that took this container."""
+    from shim import sharing
+
     refusals = []
     for index in range(sharing.MAX_SHARDS):
         group = sharing.shard_group(shared.key, index)
@@ -225,6 +226,8 @@ def new_daemon(manager: Manager, flags: ShimFlags, request: StartRequest, listen
     bundle = request.bundle
     pid = 0
     try:
+        if request.options:
+            from ttrpc import wire
         for any_bytes in request.options:
             try:
                 wire.decode_any(any_bytes)
@@ -234,6 +237,8 @@ def new_daemon(manager: Manager, flags: ShimFlags, request: StartRequest, listen
         bundle_files.write_address(bundle, address)
         pid = spawn_daemon(manager, flags, listener, manager.use_forkserver(request))
         if cgroup:
+            from shim.linux.cgroup_join import join_path
+
             join_path(pid, cgroup)
         adjust_oom_score(pid)
     except BaseException:
@@ -253,8 +258,12 @@ def new_daemon(manager: Manager, flags: ShimFlags, request: StartRequest, listen
 
 def run(manager: Manager, flags: ShimFlags, stdin_bytes: bytes) -> bytes:
     """The ``start`` command as containerd runs it: return what to print. Raises on failure."""
+    if not stdin_bytes:
+        return start(manager, flags, ()).encode()
+    from shim.commands import bootstrap
+
     params = bootstrap.params(stdin_bytes, flags.id, flags.namespace)
     if params is None:
-        return start(manager, flags, (stdin_bytes,) if stdin_bytes else ()).encode()
+        return start(manager, flags, (stdin_bytes,)).encode()
     address = start(manager, flags, params.options, params.socket_dir or addr.SOCKET_DIR)
     return bootstrap.result(address)

@@ -12,7 +12,7 @@ Rules:
   entry atomically. A cache that cannot be read or written costs only time.
 - A configuration that does not load gives the defaults (pod, fork server on): start never fails over it, and the
   Create of that container reports the error with its source, as for every other key.
-- Standard library only on the hit path.
+- Standard library only on the hit path; the options' decoder only when there are options.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import os
 
 from shim.record import Record
-from shim.runc.typeurls import RUNTIME_OPTIONS, type_name
-from ttrpc import wire
 
 try:  # the builtin module avoids loading OpenSSL through hashlib
     from _sha256 import sha256
@@ -45,6 +43,11 @@ class Settings(Record):
 
 def runtime_options(options: tuple[bytes, ...]) -> tuple[str, bytes]:
     """(config_path, config_body) of the runtimeoptions.v1.Options among the options Anys, or ("", b"")."""
+    if not options:
+        return "", b""
+    from shim.runc.typeurls import RUNTIME_OPTIONS, type_name
+    from ttrpc import wire
+
     for any_bytes in options:
         try:
             type_url, value = wire.decode_any(any_bytes)

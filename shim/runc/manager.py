@@ -19,16 +19,14 @@ Rules:
   (shim/failpoint_wrap.py). It has a fork server of its own. Otherwise pyshim.toml's ``failpoints`` decides.
 - The daemon serves shim/runc/service.py over shim/runc/task/, with backends made per Create
   (shim/runc/backend_factory.py). Those imports happen inside ``task_service``: this module is on the
-  critical path of start and delete and imports only the standard library.
+  critical path of start and delete and imports only the standard library, and what only some starts need
+  (options, sharing) where it is used.
 """
 
 from __future__ import annotations
 
 from shim.manager import Manager
 from shim.runc import daemon_settings
-from shim.runc.typeurls import LEGACY_CREATE_OPTIONS, RUNC_OPTIONS, type_name
-from shim.sharing import Sharing
-from ttrpc import wire
 
 try:  # the builtin module avoids loading OpenSSL through hashlib
     from _sha256 import sha256
@@ -40,6 +38,7 @@ if TYPE_CHECKING:
     from shim.daemon import Daemon
     from shim.manager import CleanupRequest, StartRequest
     from shim.service import TaskService
+    from shim.sharing import Sharing
 
 __all__ = ["FAILPOINT_BINARY", "FP_MANAGER", "GROUP_ANNOTATIONS", "MANAGER", "RuncFailpointManager", "RuncManager",
            "grouping_id", "shim_cgroup"]
@@ -66,6 +65,9 @@ def shim_cgroup(options: bytes) -> str:
     """``shim_cgroup`` of one options Any (see the module rules); "" for no options or another type."""
     if not options:
         return ""
+    from shim.runc.typeurls import LEGACY_CREATE_OPTIONS, RUNC_OPTIONS, type_name
+    from ttrpc import wire
+
     type_url, value = wire.decode_any(options)
     field = {RUNC_OPTIONS: 3, LEGACY_CREATE_OPTIONS: 9}.get(type_name(type_url))
     if field is None:
@@ -95,6 +97,8 @@ class RuncManager(Manager):
         settings = daemon_settings.settings(request.options)
         if settings.sharing != "namespace":
             return None
+        from shim.sharing import Sharing
+
         backend = request.annotations().get(BACKEND_ANNOTATION, "")
         parts = [*request.options, str(backend).encode()]
         digest = sha256(b"".join(len(p).to_bytes(8, "big") + p for p in parts)).hexdigest()
