@@ -89,21 +89,17 @@ say "pip install $target"
 
 script="$VENV/bin/$SHIM"
 # pip's console script imports `re`, runs `site` and finalises the interpreter: CPU on every start and
-# delete, which containerd waits for. Replace it with a launcher that skips all three (-IS, os._exit) and puts
-# only our site-packages on sys.path.
+# delete, which containerd waits for. Replace it with a launcher that skips all three (-IS, os._exit), puts
+# only our site-packages on sys.path and takes the modules of start, delete and -info from one code cache
+# (shim/codecache.py; -P: from site-packages, never from the directory this runs in).
 purelib="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
-cat > "$script.tmp" <<EOF
-#!$VENV/bin/python -IS
-# $SHIM, written by install.sh (bench/README.md): pip's console script without site and re, and without the
-# interpreter's finalisation (~2 ms CPU): shim.commands.run writes its output with os.write, nothing is left buffered.
-import os
-import sys
-sys.path.append("$purelib")
-from shim.runc.main import main
-os._exit(main())
-EOF
-chmod 0755 "$script.tmp"
-mv -f "$script.tmp" "$script"
+codecache="$VENV/share/pyshim/$SHIM.codecache"
+mkdir -p "$VENV/share/pyshim"
+"$VENV/bin/python" -P -m shim.codecache build "$codecache" \
+  shim.runc.main shim.commands.start shim.commands.delete shim.runc.cleanup shim.commands.info shim.runc.features \
+  >/dev/null
+"$VENV/bin/python" -P -m shim.codecache launcher "$script" "$VENV/bin/python" "$codecache" shim.runc.main:main \
+  "$purelib"
 "$script" -v >/dev/null || { echo "install.sh: $script -v failed" >&2; exit 1; }
 shebang="$(head -n1 "$script")"
 case "$shebang" in

@@ -24,6 +24,7 @@ PUBLIC = {
              "InvalidArgument", "Manager", "NotFound", "Publisher", "Reaper", "ReaperLauncher", "SpawnedChild",
              "StartRequest", "Subscription", "TaskEvents", "TaskService", "Unavailable", "Unimplemented", "Unknown",
              "run"],
+    "shim.codecache": ["FORMAT", "CodeCache", "build", "install", "install_entries", "launcher"],
     "shim.io": ["ChildProcess", "ConsoleSocketError", "LoggerStartError", "ProcessIO", "Spawner", "StdioConfig",
                 "StdioOpenError", "UnsupportedStdioError"],
     "shim.linux.mount": ["Mount", "MountError", "MountOptions", "mount_all", "mount_one", "mounts_under",
