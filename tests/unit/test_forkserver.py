@@ -146,11 +146,34 @@ def test_join_writes_nothing_when_nothing_differs(tmp_path: Path) -> None:
     assert cg.join_like(text, text, os.getpid()) == []
 
 
+def mounted_hierarchies() -> set[frozenset[str]]:
+    """The cgroup hierarchies /proc/mounts lists (read independently of shim.linux.mountinfo): controller sets,
+    the empty set for cgroup2."""
+    found = set()
+    with open("/proc/mounts") as f:
+        for line in f:
+            _, _, fstype, options, *_ = line.split()
+            if fstype == "cgroup2":
+                found.add(frozenset())
+            elif fstype == "cgroup":
+                found.add(frozenset(o for o in options.split(",") if o not in ("rw", "ro", "relatime", "nosuid",
+                                                                               "nodev", "noexec")))
+    return found
+
+
 def test_mountinfo_lists_this_hosts_cgroup_mounts() -> None:
+    """Every hierarchy we are in that is mounted is found, and we are in it; one that exists unmounted (a v1
+    hierarchy after its umount keeps its tasks) is refused as not mounted."""
     table = cgroup_mounts()
+    mounted = mounted_hierarchies()
     with open("/proc/self/cgroup") as f:
         mine = cg.parse_proc_cgroup(f.read())
-    for controllers, path in mine.values():  # every hierarchy we are in is found, and we are in it
+    for controllers, path in mine.values():
+        wanted = frozenset(c for c in controllers.split(",") if c)
+        if not any(wanted <= m if wanted else not m for m in mounted):
+            with pytest.raises(OSError, match="not mounted here"):
+                cg.hierarchy_dir(controllers, path, table)
+            continue
         directory = cg.hierarchy_dir(controllers, path, table)
         with open(os.path.join(directory, "cgroup.procs")) as f:
             assert str(os.getpid()) in f.read().split()
