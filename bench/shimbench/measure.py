@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -106,15 +108,19 @@ class CpuMeter:
         if self.path is None or not self.path.exists():
             return
         parent = self.path.parent / "cgroup.procs"
-        for pid in (self.path / "cgroup.procs").read_text().split():
+        for attempt in range(50):  # a task that just exited can hold the cgroup busy a moment (EBUSY)
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                try:
+                    parent.write_text(pid)
+                except OSError:
+                    pass  # exited meanwhile
             try:
-                parent.write_text(pid)
-            except OSError:
-                pass  # exited meanwhile
-        try:
-            self.path.rmdir()
-        except OSError:
-            pass
+                self.path.rmdir()
+                return
+            except OSError as exc:
+                if attempt == 49:
+                    print(f"bench: cannot remove {self.path}: {exc}", file=sys.stderr)
+                time.sleep(0.1)
 
 
 def _cgroup_mounts() -> list[tuple[str, str, set[str]]]:
