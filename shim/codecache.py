@@ -1,10 +1,9 @@
 """A code cache for a shim binary's short-lived commands: the modules ``start`` and ``delete`` import, in one file.
 
 containerd waits for ``start`` on every container and for ``delete`` on every task removal, and each is a new
-interpreter. Importing a module through the path finder costs ~70 us of CPU here (the finder's walk and
-directory listings, stat, pyc open and read), and ``start`` imports ~20 of them: about a third of what the
-command costs above the bare interpreter (bench/README.md, "The start path"). The launcher that install.sh writes
-(``launcher``) gets them from one file read instead.
+interpreter. Every module imported through the path finder (its walk and directory listings, stat, pyc open and
+read) is paid again per container, and ``start`` imports ~20 (the figures: bench/README.md, "The start path").
+The launcher that install.sh writes (``launcher``) gets them from one file read instead.
 
 Rules:
 - ``python -m shim.codecache build CACHE MODULE...`` (``build``) imports the modules in a fresh interpreter and
@@ -116,7 +115,7 @@ def install(path: str) -> CodeCache | None:
 def _ancestry(name: str) -> list[str]:
     """``a.b.c`` -> [a, a.b, a.b.c]."""
     parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)] if name else []
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def _root(module) -> str:
@@ -154,9 +153,9 @@ def build(path: str, modules: list[str]) -> list[str]:
     earlier = set(sys.modules)  # the interpreter's start-up (site, runpy): not what ``modules`` need
     for name in modules:
         importlib.import_module(name)
-    parents = {name.rpartition(".")[0] for name in modules} | {name.partition(".")[0] for name in modules}
+    needed = {n for name in modules for n in _ancestry(name)}  # the modules and their packages, even if preloaded
     roots = {_root(sys.modules[name.partition(".")[0]]) for name in modules}
-    entries = collect(roots, skip=earlier - {n for p in parents for n in _ancestry(p)})
+    entries = collect(roots, skip=earlier - needed)
     with open(__file__, "rb") as f:
         own = compile(f.read(), __file__, "exec", dont_inherit=True)
     from shim.bundle import write_atomically  # after collect: only what ``modules`` import is cached

@@ -23,7 +23,7 @@ Rules (containerd ``pkg/shim/shim.go`` and ``runtime/v2/runc/manager/manager_lin
 - After the daemon was spawned, any failure kills it, and the socket file and ``./address`` are removed.
 - Standard library only (critical path), and none of the modules that load enum/re (see stdlib_lite.py). What
   only some starts need (the 2.3+ bootstrap, options, the sharing walk, a daemon cgroup) is imported where used:
-  every module is ~0.1 ms of every container's start (bench/README.md).
+  every module is paid by every container's start (bench/README.md, "The start path").
 """
 
 from __future__ import annotations
